@@ -1,0 +1,96 @@
+"""Error answers: 4xx bodies that name the field, and 429/503 with `Retry-After`, never a stack trace."""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.api.responses import JsonResponse
+
+logger = logging.getLogger(__name__)
+
+_EVENT_TAGS = {"attempt", "session", "placement", "activity"}
+
+
+def field_path(location: Sequence[int | str], *, strip_tag: bool = False) -> str:
+    """`("body", "metadata", "k")` → `metadata.k`; list positions render as `[3]`."""
+    parts = list(location)
+    if parts and parts[0] in {"body", "query", "header", "path"}:
+        parts = parts[1:]
+    if strip_tag and parts and parts[0] in _EVENT_TAGS:
+        parts = parts[1:]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(body)"
+
+
+def describe_errors(errors: Iterable[Any], *, strip_tag: bool = False) -> list[dict[str, Any]]:
+    """Pydantic errors as `{field, message, type}`; the offending input is not echoed back."""
+    described = []
+    for error in errors:
+        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        described.append(
+            {
+                "field": field_path(error.get("loc", ()), strip_tag=strip_tag),
+                "message": message,
+                "type": error.get("type", "value_error"),
+            }
+        )
+    return described
+
+
+def error_response(
+    status: int,
+    detail: Any,
+    code: str,
+    *,
+    retriable: bool = False,
+    retry_after: float | None = None,
+    event_id: uuid.UUID | None = None,
+) -> JsonResponse:
+    body: dict[str, Any] = {"detail": detail, "code": code, "retriable": retriable}
+    if event_id is not None:
+        body["event_id"] = str(event_id)
+    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
+    return JsonResponse(body, status_code=status, headers=headers)
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that give every error the same body shape."""
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_failed(request: Request, exc: RequestValidationError) -> JsonResponse:
+        runtime = getattr(request.app.state, "runtime", None)
+        if runtime is not None and request.url.path.startswith("/v1/events"):
+            runtime.metrics.record_rejected("validation")
+        return error_response(422, describe_errors(exc.errors()), "validation_error")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JsonResponse:
+        response = error_response(exc.status_code, exc.detail, _HTTP_CODES.get(exc.status_code, "http_error"))
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JsonResponse:
+        request_id = uuid.uuid4().hex
+        logger.exception("unhandled error", extra={"request_id": request_id, "path": request.url.path})
+        return error_response(500, f"internal error; request id {request_id}", "internal_error")

@@ -1,0 +1,95 @@
+"""Response and envelope models of the ingest API (what clients read)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ItemStatus = Literal["accepted", "unrouted", "rejected"]
+
+
+class EventAccepted(BaseModel):
+    """The answer to one event the service took."""
+
+    event_id: uuid.UUID
+    status: Literal["accepted", "unrouted"] = Field(
+        description="`accepted`: Kafka acknowledged it in every topic listed; `unrouted`: valid, "
+        "but no routing rule matched, so it was not published."
+    )
+    topics: list[str]
+
+
+class ItemError(BaseModel):
+    """One reason a batch item was not accepted."""
+
+    code: str = Field(description="validation_error, queue_full, broker_unavailable or record_rejected")
+    message: str
+    retriable: bool = Field(description="True when sending the same item again later may succeed.")
+    field: str | None = Field(None, description="Dotted path of the offending field, for validation errors.")
+
+
+class BatchItemResult(BaseModel):
+    """What happened to one item of a batch, by its position in the request."""
+
+    index: int
+    status: ItemStatus
+    event_id: uuid.UUID | None = None
+    topics: list[str] = Field(default_factory=list)
+    errors: list[ItemError] | None = None
+
+
+class BatchResult(BaseModel):
+    """Per-item results, in request order, with counts."""
+
+    accepted: int
+    unrouted: int
+    rejected: int
+    results: list[BatchItemResult]
+
+
+class BatchRequest(BaseModel):
+    """A batch: each item is one event object with its `event_type`."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "events": [
+                        {
+                            "event_type": "attempt",
+                            "user_id": "user-42",
+                            "occurred_at": "2026-11-24T10:15:00Z",
+                            "client_attempt_id": "c0a8-0002",
+                            "item_id": "item-18",
+                            "correct": False,
+                            "quality": 2,
+                            "time_taken_ms": 8100,
+                        },
+                        {
+                            "event_type": "activity",
+                            "user_id": "user-42",
+                            "occurred_at": "2026-11-24T10:16:00Z",
+                            "activity_type": "hint_opened",
+                        },
+                    ]
+                }
+            ]
+        },
+    )
+
+    events: list[Any] = Field(
+        description="Event objects, each with `event_type` attempt, session, placement or activity. "
+        "Items are validated one by one: a bad item does not stop the others."
+    )
+
+
+class ErrorBody(BaseModel):
+    """An error answer: what went wrong, a machine-readable code, and whether to retry."""
+
+    detail: Any
+    code: str
+    retriable: bool = False
+    event_id: uuid.UUID | None = None

@@ -1,0 +1,159 @@
+"""The service's settings, with the variable names operators of the Go publisher already know."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.config.durations import Duration, format_duration
+
+CompressionType = Literal["none", "gzip", "snappy", "lz4", "zstd"]
+SerializationFormat = Literal["json", "protobuf"]
+
+
+class SettingsError(Exception):
+    """A setting has a value the service cannot run with; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Environment variables are the field names in upper case."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_ignore_empty=True,
+        env_nested_delimiter="__",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # --- HTTP server
+    host: str = Field("127.0.0.1", description="address uvicorn binds to")
+    port: Annotated[int, Field(ge=1, le=65535, description="an integer port 1-65535")] = 8083
+    workers: Annotated[int, Field(ge=1, le=64, description="number of uvicorn worker processes")] = 1
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+
+    # --- Kafka connection; empty means "start a local development broker" (make run only)
+    kafka_brokers: str = Field("", description="comma-separated host:port list")
+    dev_broker_port: Annotated[int, Field(ge=1, le=65535)] = 9092
+
+    # --- Topics
+    kafka_topic_attempts: str = "user.attempts"
+    kafka_topic_sessions: str = "user.sessions"
+    kafka_topic_placements: str = "user.placements"
+    kafka_topic_activities: str = "user.activities"
+    kafka_topic_ml_training: str = "ml.training_events"
+    kafka_topic_partitions: Annotated[int, Field(ge=1, le=10_000)] = 4
+
+    # --- Producer
+    kafka_producer_timeout: Duration = timedelta(seconds=10)
+    kafka_producer_retries: Annotated[int, Field(ge=0, le=100)] = 3
+    kafka_producer_batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 100
+    kafka_producer_batch_timeout: Duration = timedelta(milliseconds=10)
+    kafka_compression_type: CompressionType = "snappy"
+    kafka_serialization: SerializationFormat = "json"
+    kafka_queue_max_messages: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
+    kafka_queue_max_kbytes: Annotated[int, Field(ge=1, le=2_097_151)] = 65_536
+    kafka_message_max_bytes: Annotated[int, Field(ge=1000, le=1_000_000_000)] = 1_000_000
+    # Extra librdkafka properties: KAFKA_PRODUCER_CONFIG__SASL_MECHANISM=PLAIN becomes sasl.mechanism=PLAIN.
+    kafka_producer_config: dict[str, str] = Field(default_factory=dict)
+
+    # --- Ingest API
+    max_batch_events: Annotated[int, Field(ge=1, le=100_000)] = 500
+    max_request_bytes: Annotated[int, Field(ge=1024, le=1_073_741_824)] = 5 * 1024 * 1024
+
+    # --- Circuit breaker and health
+    circuit_breaker_failure_threshold: Annotated[int, Field(ge=1, le=10_000)] = 5
+    circuit_breaker_reset_timeout: Duration = timedelta(seconds=30)
+    health_error_rate_threshold: Annotated[float, Field(ge=0, le=1)] = 0.05
+    health_dlq_rate_threshold: Annotated[float, Field(ge=0, le=1)] = 0.01
+    health_activity_window: Duration = timedelta(minutes=5)
+    readiness_cache: Duration = timedelta(seconds=2)
+    shutdown_flush_timeout: Duration = timedelta(seconds=10)
+
+    @field_validator("kafka_producer_config", mode="after")
+    @classmethod
+    def _librdkafka_names(cls, value: dict[str, str]) -> dict[str, str]:
+        # Environment variable names cannot hold dots in most shells, so `SASL_MECHANISM`
+        # stands for `sasl.mechanism`; librdkafka property names never contain underscores.
+        return {key.lower().replace("_", "."): item for key, item in value.items()}
+
+    @field_validator(
+        "kafka_topic_attempts",
+        "kafka_topic_sessions",
+        "kafka_topic_placements",
+        "kafka_topic_activities",
+        "kafka_topic_ml_training",
+    )
+    @classmethod
+    def _legal_topic(cls, value: str) -> str:
+        from app.routing.topics import check_topic_name
+
+        return check_topic_name(value)
+
+    @property
+    def broker_list(self) -> list[str]:
+        return [item.strip() for item in self.kafka_brokers.split(",") if item.strip()]
+
+    @property
+    def configured_topics(self) -> list[str]:
+        return [
+            self.kafka_topic_attempts,
+            self.kafka_topic_sessions,
+            self.kafka_topic_placements,
+            self.kafka_topic_activities,
+            self.kafka_topic_ml_training,
+        ]
+
+    def librdkafka_config(self) -> dict[str, str | int | float | bool]:
+        """The producer configuration: our defaults, then the operator's pass-through properties."""
+        timeout_ms = int(self.kafka_producer_timeout.total_seconds() * 1000)
+        config: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": self.kafka_brokers,
+            "client.id": "event-ingest",
+            "acks": "all",
+            "enable.idempotence": True,
+            "compression.type": self.kafka_compression_type,
+            "batch.num.messages": self.kafka_producer_batch_size,
+            "linger.ms": self.kafka_producer_batch_timeout.total_seconds() * 1000,
+            "message.timeout.ms": timeout_ms,
+            "request.timeout.ms": min(timeout_ms, 30_000),
+            "queue.buffering.max.messages": self.kafka_queue_max_messages,
+            "queue.buffering.max.kbytes": self.kafka_queue_max_kbytes,
+            "message.max.bytes": self.kafka_message_max_bytes,
+            # The Go publisher hashed keys; murmur2_random matches the Java client's partitioner,
+            # so a consumer written for Java producers finds each user on the same partition.
+            "partitioner": "murmur2_random",
+        }
+        config.update(self.kafka_producer_config)
+        return config
+
+    def public_view(self) -> dict[str, object]:
+        """Settings safe to show to operators: no pass-through values (they may hold secrets)."""
+        shown = self.model_dump(exclude={"kafka_producer_config"})
+        shown["kafka_producer_config"] = sorted(self.kafka_producer_config)
+        for key, value in shown.items():
+            if isinstance(value, timedelta):
+                shown[key] = format_duration(value)
+        return shown
+
+
+def _describe(error: dict[str, object]) -> str:
+    location = error.get("loc") or ("?",)
+    assert isinstance(location, tuple)
+    name = "__".join(str(part) for part in location).upper()
+    value = error.get("input")
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    return f"invalid setting {name}={value!r}: {message}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings; on a bad value raise SettingsError with one line per bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = [_describe(dict(error)) for error in exc.errors(include_url=False)]
+        raise SettingsError("\n".join(lines)) from None

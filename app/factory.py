@@ -1,0 +1,64 @@
+"""`create_app(settings)`: builds one complete app; tests build as many as they like."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_fastapi_instrumentator import Instrumentator
+
+from app.api import operations
+from app.api.errors import install_error_handlers
+from app.api.events import events_router
+from app.api.responses import JsonResponse
+from app.config.settings import Settings, load_settings
+from app.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Validates learning events (attempts, sessions, placements, activities), routes them by rules to Kafka
+topics and publishes them. A 2xx answer means Kafka acknowledged the event (`acks=all`).
+
+Errors share one shape: `{"detail", "code", "retriable"}`; 429 and 503 carry `Retry-After`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app. Without `settings`, read them from the environment and `.env`."""
+    settings = settings or load_settings()
+    runtime = Runtime.build(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.producer.start()
+        logger.info(
+            "publisher started",
+            extra={"brokers": settings.kafka_brokers, "serialization": settings.kafka_serialization},
+        )
+        try:
+            yield
+        finally:
+            runtime.shutting_down = True
+            left = await runtime.producer.close(settings.shutdown_flush_timeout.total_seconds())
+            if left:
+                logger.error("records not flushed at shutdown", extra={"records": left})
+            logger.info("publisher stopped")
+
+    app = FastAPI(
+        title="Event ingest",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        default_response_class=JsonResponse,
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    app.include_router(events_router(settings))
+    app.include_router(operations.router)
+    Instrumentator(registry=runtime.registry, excluded_handlers=["/metrics/prometheus"]).instrument(
+        app
+    ).expose(app, endpoint="/metrics/prometheus", tags=["operations"], summary="Prometheus metrics")
+    return app

@@ -1,0 +1,65 @@
+"""`python -m app` / `event-ingest`: check settings, start a dev broker if needed, serve with uvicorn."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+
+from app.config.settings import Settings, SettingsError, load_settings
+from app.devbroker import DevBroker
+from app.observability.logging import configure_logging
+from app.publishing.topic_admin import ensure_topics
+
+logger = logging.getLogger("app.main")
+
+
+@contextlib.contextmanager
+def kafka_for(settings: Settings) -> Iterator[str]:
+    """The configured cluster, or (KAFKA_BROKERS unset) a local dev broker with the topics created."""
+    if settings.kafka_brokers:
+        yield settings.kafka_brokers
+        return
+    Path(".run").mkdir(exist_ok=True)
+    broker = DevBroker(settings.dev_broker_port, log_path=Path(".run/dev-broker.log"))
+    broker.start()
+    logger.warning(
+        "KAFKA_BROKERS is not set: started a local development broker (memory only, data is lost on exit)",
+        extra={"bootstrap": broker.bootstrap, "pid": broker.pid},
+    )
+    try:
+        ensure_topics(broker.bootstrap, settings.configured_topics, settings.kafka_topic_partitions)
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+        logger.info("development broker stopped", extra={"pid": broker.pid})
+
+
+def main() -> None:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(settings.log_level, settings.log_format)
+    with kafka_for(settings) as bootstrap:
+        # Worker processes read their settings from the environment again: hand them the broker.
+        os.environ["KAFKA_BROKERS"] = bootstrap
+        uvicorn.run(
+            "app.factory:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_config=None,
+            access_log=False,
+        )
+
+
+if __name__ == "__main__":
+    main()

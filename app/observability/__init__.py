@@ -1,0 +1,1 @@
+"""Observability: publisher metrics (JSON and Prometheus), health checks, structured logs."""

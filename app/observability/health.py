@@ -1,0 +1,66 @@
+"""`GET /metrics/publisher/health`: named checks, each pass/warn/fail, folded into one status."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from app.observability.publisher_metrics import PublisherMetrics
+
+CheckStatus = Literal["pass", "warn", "fail"]
+# An error rate this high means Kafka is effectively not taking records: unhealthy, not degraded.
+FAILING_ERROR_RATE = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One named health check and what it saw."""
+
+    name: str
+    status: CheckStatus
+    message: str
+
+
+def _activity(metrics: PublisherMetrics, recent: dict[str, int], window: float) -> Check:
+    attempted = recent.get("published", 0) + recent.get("failed", 0)
+    if recent.get("published", 0):
+        age = time.monotonic() - (metrics.last_publish_monotonic or 0.0)
+        return Check("publishing_activity", "pass", f"last record acknowledged {age:.1f}s ago")
+    if attempted:
+        return Check("publishing_activity", "fail", f"no record acknowledged in the last {window:.0f}s")
+    return Check("publishing_activity", "pass", f"idle: nothing to publish in the last {window:.0f}s")
+
+
+def _rate(name: str, part: int, whole: int, threshold: float, fail_at: float | None) -> Check:
+    rate = part / whole if whole else 0.0
+    text = f"{rate:.2%} of {whole} records in the window (threshold {threshold:.2%})"
+    if fail_at is not None and whole and rate >= fail_at:
+        return Check(name, "fail", text)
+    return Check(name, "warn" if whole and rate > threshold else "pass", text)
+
+
+def _breaker(state: str) -> Check:
+    status: CheckStatus = {"closed": "pass", "half-open": "warn"}.get(state, "fail")  # type: ignore[assignment]
+    return Check("circuit_breaker", status, f"circuit breaker is {state}")
+
+
+def publisher_health(
+    metrics: PublisherMetrics,
+    breaker_state: str,
+    window_seconds: float,
+    error_rate_threshold: float,
+    dlq_rate_threshold: float,
+) -> dict[str, Any]:
+    """Healthy when every check passes, degraded on a warning, unhealthy on a failure."""
+    recent = metrics.recent.totals()
+    finished = recent.get("published", 0) + recent.get("failed", 0)
+    checks = [
+        _activity(metrics, recent, window_seconds),
+        _rate("error_rate", recent.get("failed", 0), finished, error_rate_threshold, FAILING_ERROR_RATE),
+        _rate("dlq_rate", recent.get("dlq", 0), finished, dlq_rate_threshold, None),
+        _breaker(breaker_state),
+    ]
+    statuses = {check.status for check in checks}
+    status = "unhealthy" if "fail" in statuses else "degraded" if "warn" in statuses else "healthy"
+    return {"status": status, "window_seconds": window_seconds, "checks": [asdict(check) for check in checks]}

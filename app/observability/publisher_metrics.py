@@ -1,0 +1,153 @@
+"""What the publisher did, counted once and shown two ways: JSON for curl, Prometheus for scraping."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from app.observability.rolling import RollingCounts
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+EMA_ALPHA = 0.1  # weight of the newest latency sample in the moving average, as in the Go publisher
+
+
+class PublisherMetrics:
+    """Counters of one worker process. Every `record_*` call updates both views."""
+
+    def __init__(self, registry: CollectorRegistry, window_seconds: float) -> None:
+        self.events_published = 0
+        self.events_failed = 0
+        self.events_retried = 0
+        self.events_dlq = 0
+        self.events_unrouted = 0
+        self.events_rejected: dict[str, int] = defaultdict(int)
+        self.per_topic: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.average_latency_ms: float | None = None
+        self.last_publish_time: datetime | None = None
+        self.last_publish_monotonic: float | None = None
+        self.recent = RollingCounts(window_seconds)
+
+        self._published = Counter(
+            "event_ingest_events_published_total",
+            "Records Kafka acknowledged, per topic.",
+            ["topic"],
+            registry=registry,
+        )
+        self._failed = Counter(
+            "event_ingest_events_failed_total",
+            "Records Kafka did not acknowledge, per topic and error.",
+            ["topic", "reason"],
+            registry=registry,
+        )
+        self._retried = Counter(
+            "event_ingest_events_retried_total",
+            "Records published again after a failure.",
+            ["topic"],
+            registry=registry,
+        )
+        self._dlq = Counter(
+            "event_ingest_events_dlq_total",
+            "Records written to the dead-letter topic.",
+            ["original_topic"],
+            registry=registry,
+        )
+        self._unrouted = Counter(
+            "event_ingest_events_unrouted_total",
+            "Valid events that no routing rule matched.",
+            ["event_type"],
+            registry=registry,
+        )
+        self._rejected = Counter(
+            "event_ingest_events_rejected_total",
+            "Events not accepted (validation, queue full, broker unavailable).",
+            ["reason"],
+            registry=registry,
+        )
+        self._latency = Histogram(
+            "event_ingest_publish_latency_seconds",
+            "Time from produce() to Kafka's acknowledgement, per record.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.breaker_state = Gauge(
+            "event_ingest_circuit_breaker_state",
+            "Kafka delivery circuit breaker: 0 closed, 1 half-open, 2 open.",
+            registry=registry,
+        )
+        self.queue_length = Gauge(
+            "event_ingest_producer_queue_length",
+            "Records waiting in the producer's queue for Kafka's acknowledgement.",
+            registry=registry,
+        )
+
+    def record_published(self, topic: str, latency_seconds: float) -> None:
+        self.events_published += 1
+        self.per_topic[topic]["published"] += 1
+        self._published.labels(topic).inc()
+        self._latency.observe(latency_seconds)
+        latency_ms = latency_seconds * 1000
+        previous = self.average_latency_ms
+        self.average_latency_ms = (
+            latency_ms if previous is None else previous + EMA_ALPHA * (latency_ms - previous)
+        )
+        self.last_publish_time = datetime.now(UTC)
+        self.last_publish_monotonic = time.monotonic()
+        self.recent.add("published")
+
+    def record_failed(self, topic: str, reason: str) -> None:
+        self.events_failed += 1
+        self.per_topic[topic]["failed"] += 1
+        self._failed.labels(topic, reason).inc()
+        self.recent.add("failed")
+
+    def record_retried(self, topic: str) -> None:
+        self.events_retried += 1
+        self.per_topic[topic]["retried"] += 1
+        self._retried.labels(topic).inc()
+
+    def record_dlq(self, original_topic: str) -> None:
+        self.events_dlq += 1
+        self.per_topic[original_topic]["dlq"] += 1
+        self._dlq.labels(original_topic).inc()
+        self.recent.add("dlq")
+
+    def record_unrouted(self, event_type: str) -> None:
+        self.events_unrouted += 1
+        self._unrouted.labels(event_type).inc()
+
+    def record_rejected(self, reason: str, count: int = 1) -> None:
+        self.events_rejected[reason] += count
+        self._rejected.labels(reason).inc(count)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The JSON body of `GET /metrics/publisher`."""
+        finished = self.events_published + self.events_failed
+        return {
+            "scope": "worker",
+            "pid": os.getpid(),
+            "events_published": self.events_published,
+            "events_failed": self.events_failed,
+            "events_retried": self.events_retried,
+            "events_dlq": self.events_dlq,
+            "events_unrouted": self.events_unrouted,
+            "events_rejected": dict(self.events_rejected),
+            "success_rate": _ratio(self.events_published, finished, empty=1.0),
+            "error_rate": _ratio(self.events_failed, finished),
+            "dlq_rate": _ratio(self.events_dlq, finished),
+            "average_latency_ms": None
+            if self.average_latency_ms is None
+            else round(self.average_latency_ms, 3),
+            "last_publish_time": None
+            if self.last_publish_time is None
+            else self.last_publish_time.isoformat(),
+            "topics": {topic: dict(counts) for topic, counts in sorted(self.per_topic.items())},
+        }
+
+
+def _ratio(part: int, whole: int, empty: float = 0.0) -> float:
+    return round(part / whole, 6) if whole else empty

@@ -1,0 +1,1 @@
+"""Publishing: the asyncio Kafka producer, the circuit breaker and the event publisher."""

@@ -1,0 +1,99 @@
+"""A circuit breaker around Kafka deliveries, with pybreaker as the state machine.
+
+pybreaker has no asyncio support of its own: `with breaker.calling(): await ...` counts what the
+awaited block raises, and a lock of ours lets only one trial through while the breaker half-opens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import timedelta
+
+import pybreaker
+
+from app.publishing.errors import BrokerUnavailableError
+
+STATE_VALUES = {"closed": 0, "half-open": 1, "open": 2}
+
+
+class _StateListener(pybreaker.CircuitBreakerListener):
+    def __init__(self, on_change: Callable[[str], None]) -> None:
+        self._on_change = on_change
+
+    def state_change(self, cb: pybreaker.CircuitBreaker, old_state: object, new_state: object) -> None:
+        self._on_change(str(getattr(new_state, "name", new_state)))
+
+
+class OutageError(Exception):
+    """Raised inside the breaker's guard to count a delivery that failed because of an outage."""
+
+
+class DeliveryBreaker:
+    """Opens after `failure_threshold` outage failures in a row; half-opens after `reset_timeout`."""
+
+    __slots__ = ("_breaker", "_reset_timeout", "_trial", "opened_at", "transitions")
+
+    def __init__(
+        self,
+        failure_threshold: int,
+        reset_timeout: timedelta,
+        on_change: Callable[[str], None] | None = None,
+    ) -> None:
+        self._reset_timeout = reset_timeout.total_seconds()
+        self.transitions: list[tuple[float, str]] = []
+        self.opened_at: float | None = None
+
+        def changed(state: str) -> None:
+            self.transitions.append((time.time(), state))
+            del self.transitions[:-20]
+            self.opened_at = time.monotonic() if state == "open" else None
+            if on_change is not None:
+                on_change(state)
+
+        self._breaker = pybreaker.CircuitBreaker(
+            fail_max=failure_threshold,
+            reset_timeout=self._reset_timeout,
+            listeners=[_StateListener(changed)],
+            exclude=[lambda error: not isinstance(error, OutageError)],
+            throw_new_error_on_trip=False,
+            name="kafka-delivery",
+        )
+        self._trial = asyncio.Lock()
+
+    @property
+    def state(self) -> str:
+        return str(self._breaker.current_state)
+
+    def retry_after(self) -> float:
+        """Seconds until the breaker will let a trial through (at least 1)."""
+        if self.opened_at is None:
+            return 1.0
+        return max(1.0, self._reset_timeout - (time.monotonic() - self.opened_at))
+
+    @asynccontextmanager
+    async def guard(self) -> AsyncIterator[None]:
+        """Run a delivery under the breaker; raise BrokerUnavailableError when it is open.
+
+        The body raises OutageError to count a failure. Any other exception (a bad record, a
+        cancelled request) is not the broker's fault and does not count against it.
+        """
+        if self.state == "closed":
+            with self._calling():
+                yield
+            return
+        if self._trial.locked():  # a trial is already probing the broker
+            raise BrokerUnavailableError("circuit breaker is open", self.retry_after())
+        async with self._trial:
+            with self._calling():
+                yield
+
+    @contextmanager
+    def _calling(self) -> Iterator[None]:
+        try:
+            with self._breaker.calling():
+                yield
+        except pybreaker.CircuitBreakerError:
+            raise BrokerUnavailableError("circuit breaker is open", self.retry_after()) from None

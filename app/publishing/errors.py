@@ -1,0 +1,67 @@
+"""How the publisher classifies Kafka failures: an outage (retry later) or a bad record (never retry)."""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaError
+
+# librdkafka marks these non-retriable, but they mean "the cluster could not be reached in time":
+# an outage, not a fault of the record. (See shared/BROKER.md: _MSG_TIMED_OUT after a paused broker.)
+_OUTAGE_CODES = frozenset(
+    {
+        KafkaError._MSG_TIMED_OUT,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._RESOLVE,
+        KafkaError._DESTROY,
+        KafkaError._FENCED,
+        KafkaError._PURGE_QUEUE,
+        KafkaError._PURGE_INFLIGHT,
+        KafkaError.BROKER_NOT_AVAILABLE,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.NETWORK_EXCEPTION,
+        KafkaError.NOT_ENOUGH_REPLICAS,
+        KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+    }
+)
+
+
+class DeliveryError(Exception):
+    """A record Kafka did not acknowledge, with enough context to log and answer the client.
+
+    `retriable` is True for an outage (the same record may succeed later) and False for a
+    record that can never succeed (too large, invalid topic, not authorized).
+    """
+
+    def __init__(self, topic: str, code: int, name: str, reason: str, retriable: bool) -> None:
+        super().__init__(topic, code, name, reason, retriable)
+        self.topic = topic
+        self.code = code
+        self.name = name
+        self.reason = reason
+        self.retriable = retriable
+
+    def __str__(self) -> str:
+        return f"{self.name} on topic {self.topic}: {self.reason}"
+
+    @classmethod
+    def from_kafka(cls, topic: str, error: KafkaError) -> DeliveryError:
+        code = error.code()
+        retriable = bool(error.retriable()) or code in _OUTAGE_CODES
+        return cls(topic=topic, code=code, name=error.name(), reason=error.str(), retriable=retriable)
+
+
+class QueueFullError(Exception):
+    """The producer's bounded in-memory queue is full: backpressure, answered 429."""
+
+
+class BrokerUnavailableError(Exception):
+    """The circuit breaker is open or Kafka failed to acknowledge in time: answered 503."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

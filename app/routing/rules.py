@@ -1,0 +1,83 @@
+"""Routing rules as data, and the default rules of the Go publisher we replace."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from app.config.settings import Settings
+from app.events.models import BaseEvent, EventType
+from app.routing.conditions import Condition, FieldTest
+from app.routing.topics import check_topic_name
+
+TopicName = Annotated[str, AfterValidator(check_topic_name)]
+
+
+class RoutingRule(BaseModel):
+    """Send events of `event_types` that satisfy `condition` to every topic in `topics`.
+
+    Rules are evaluated by ascending `priority` (ties broken by `id`); every matching enabled
+    rule contributes its topics.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    event_types: Annotated[list[EventType], Field(min_length=1)]
+    condition: Condition | None = Field(None, description="No condition matches every event of the types.")
+    topics: Annotated[list[TopicName], Field(min_length=1, max_length=32)]
+    priority: int = 100
+    enabled: bool = True
+
+    def matches(self, event: BaseEvent) -> bool:
+        return (
+            self.enabled
+            and event.event_type in self.event_types
+            and (self.condition is None or self.condition.matches(event))
+        )
+
+
+def default_rules(settings: Settings) -> list[RoutingRule]:
+    """The five rules the existing service ships with, pointed at the configured topics."""
+    return [
+        RoutingRule(
+            id="ml-training-high-quality-attempts",
+            name="Attempts with quality >= 4 feed ML training",
+            event_types=[EventType.ATTEMPT],
+            condition=FieldTest(field="quality", op=">=", value=4),
+            topics=[settings.kafka_topic_ml_training],
+            priority=10,
+        ),
+        RoutingRule(
+            id="all-attempts",
+            name="Every attempt",
+            event_types=[EventType.ATTEMPT],
+            topics=[settings.kafka_topic_attempts],
+            priority=20,
+        ),
+        RoutingRule(
+            id="sessions-with-items",
+            name="Sessions in which at least one item was attempted",
+            event_types=[EventType.SESSION],
+            condition=FieldTest(field="items_attempted", op=">", value=0),
+            topics=[settings.kafka_topic_sessions],
+            priority=30,
+        ),
+        RoutingRule(
+            id="completed-placements",
+            name="Completed placement tests, also for ML training",
+            event_types=[EventType.PLACEMENT],
+            condition=FieldTest(field="status", op="==", value="completed"),
+            topics=[settings.kafka_topic_placements, settings.kafka_topic_ml_training],
+            priority=40,
+        ),
+        RoutingRule(
+            id="all-activities",
+            name="Every activity",
+            event_types=[EventType.ACTIVITY],
+            topics=[settings.kafka_topic_activities],
+            priority=50,
+        ),
+    ]
