@@ -58,14 +58,14 @@ class DevBroker:
         if port_open(self.port):
             raise RuntimeError(f"port {self.port} on 127.0.0.1 is already in use; set DEV_BROKER_PORT")
         url = f"tcp://127.0.0.1:{self.port}"
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
-            stdout=log,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
-        )
+        with open(self.log_path or os.devnull, "ab") as log:  # the child keeps its own copy of the fd
+            self.process = subprocess.Popen(
+                [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+            )
         deadline = time.monotonic() + timeout
         while not port_open(self.port):
             if self.process.poll() is not None:

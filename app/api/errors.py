@@ -36,14 +36,13 @@ def describe_errors(errors: Iterable[Any], *, strip_tag: bool = False) -> list[d
     """Pydantic errors as `{field, message, type}`; the offending input is not echoed back."""
     described = []
     for error in errors:
+        kind = error.get("type", "value_error")
+        field = field_path(error.get("loc", ()), strip_tag=strip_tag)
         message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-        described.append(
-            {
-                "field": field_path(error.get("loc", ()), strip_tag=strip_tag),
-                "message": message,
-                "type": error.get("type", "value_error"),
-            }
-        )
+        if kind in {"union_tag_invalid", "union_tag_not_found"}:
+            # pydantic's wording speaks of tags and discriminators; say what the client must send.
+            field, message = "event_type", f"event_type must be one of {', '.join(sorted(_EVENT_TAGS))}"
+        described.append({"field": field, "message": message, "type": kind})
     return described
 
 

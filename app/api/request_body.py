@@ -23,6 +23,9 @@ class LimitedBodyRequest(Request):
 
     async def body(self) -> bytes:
         if not hasattr(self, "_body"):
+            media_type = self.headers.get("content-type", "").split(";")[0].strip().lower()
+            if media_type != "application/json" and not media_type.endswith("+json"):
+                raise HTTPException(415, "Content-Type must be application/json")
             declared = self.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
                 raise _too_large(self.max_bytes)

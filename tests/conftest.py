@@ -1,0 +1,147 @@
+"""Shared fixtures: one real Kafka-protocol broker per test session, and apps wired to it.
+
+KAFKA_BROKERS set in the environment points the integration tests at a real cluster instead of the
+development broker.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.config.settings import Settings, load_settings
+from app.devbroker import DevBroker, free_port
+from app.factory import create_app
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A broker for the whole session: the configured cluster, or a local tansu on a free port."""
+    configured = os.environ.get("KAFKA_BROKERS")
+    if configured:
+        yield configured
+        return
+    log = Path(tmp_path_factory.mktemp("broker")) / "tansu.log"
+    with DevBroker(free_port(), log_path=log) as broker:
+        yield broker.bootstrap
+
+
+@pytest.fixture
+def dev_broker(tmp_path: Path) -> Iterator[DevBroker]:
+    """A broker of this test's own, for tests that pause, kill or restart it."""
+    broker = DevBroker(free_port(), log_path=tmp_path / "tansu.log").start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def topic_settings(prefix: str) -> dict[str, str]:
+    """Topic names unique to one test, so that counts read back are exact."""
+    return {
+        "kafka_topic_attempts": f"{prefix}.user.attempts",
+        "kafka_topic_sessions": f"{prefix}.user.sessions",
+        "kafka_topic_placements": f"{prefix}.user.placements",
+        "kafka_topic_activities": f"{prefix}.user.activities",
+        "kafka_topic_ml_training": f"{prefix}.ml.training_events",
+    }
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(kafka_bootstrap: str) -> SettingsFactory:
+    """Settings for a test app: the session broker, unique topics, short timeouts."""
+
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "kafka_brokers": kafka_bootstrap,
+            "kafka_producer_timeout": "5s",
+            "log_format": "text",
+            **topic_settings(f"t{uuid.uuid4().hex[:10]}"),
+        }
+        values.update(overrides)
+        return load_settings(_env_file=None, **values)
+
+    return build
+
+
+@asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan started, and an HTTP client talking to it in-process."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            yield client
+
+
+@pytest.fixture
+async def service(make_settings: SettingsFactory) -> AsyncIterator[tuple[httpx.AsyncClient, Settings]]:
+    """A running app on the session broker with default settings, and its settings."""
+    settings = make_settings()
+    async with running(create_app(settings)) as client:
+        yield client, settings
+
+
+def attempt(**fields: Any) -> dict[str, Any]:
+    """A valid attempt event; keyword arguments override fields."""
+    event: dict[str, Any] = {
+        "user_id": "user-1",
+        "occurred_at": "2026-11-24T10:15:00+01:00",
+        "client_attempt_id": f"ca-{uuid.uuid4().hex[:8]}",
+        "item_id": "item-1",
+        "correct": True,
+        "quality": 5,
+        "time_taken_ms": 1200,
+    }
+    event.update(fields)
+    return event
+
+
+def session_event(**fields: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "user_id": "user-1",
+        "occurred_at": "2026-11-24T10:30:00Z",
+        "session_id": "s-1",
+        "status": "completed",
+        "started_at": "2026-11-24T10:00:00Z",
+        "ended_at": "2026-11-24T10:30:00Z",
+        "items_attempted": 3,
+        "items_correct": 2,
+    }
+    event.update(fields)
+    return event
+
+
+def placement_event(**fields: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "user_id": "user-1",
+        "occurred_at": "2026-11-24T11:00:00Z",
+        "placement_id": "p-1",
+        "test_id": "spanish-a1",
+        "status": "completed",
+        "score": 0.8,
+        "level": "A2",
+    }
+    event.update(fields)
+    return event
+
+
+def activity_event(**fields: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "user_id": "user-1",
+        "occurred_at": "2026-11-24T11:05:00Z",
+        "activity_type": "lesson_opened",
+        "properties": {"lesson_id": "L-5"},
+    }
+    event.update(fields)
+    return event

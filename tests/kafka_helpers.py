@@ -1,0 +1,81 @@
+"""Test helpers that talk to the broker: read back what the service wrote."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+
+@dataclass(frozen=True)
+class Record:
+    """One record read back from Kafka."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes]
+
+
+def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 20.0) -> list[Record]:
+    """Read `topic` from the beginning until `expected` records arrived or `timeout` passed.
+
+    Partitions are assigned directly: a consumer-group join is slow on the development broker
+    (shared/BROKER.md), and these tests only need to read.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"test-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "session.timeout.ms": 6000,
+        }
+    )
+    records: list[Record] = []
+    try:
+        deadline = time.monotonic() + timeout
+        partitions: list[int] = []
+        while not partitions and time.monotonic() < deadline:
+            metadata = consumer.list_topics(topic, timeout=5)
+            described = metadata.topics.get(topic)
+            if described is not None and described.error is None:
+                partitions = sorted(described.partitions)
+            else:
+                time.sleep(0.2)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        while len(records) < expected and time.monotonic() < deadline:
+            message = consumer.poll(0.2)
+            if message is None or message.error() is not None:
+                continue
+            records.append(
+                Record(
+                    topic=message.topic() or topic,
+                    partition=message.partition() or 0,
+                    offset=message.offset() or 0,
+                    key=message.key(),
+                    value=message.value() or b"",
+                    headers={name: value or b"" for name, value in (message.headers() or [])},
+                )
+            )
+        # Give stragglers a moment, so a test that expects N also notices N+1.
+        settle = time.monotonic() + 0.5
+        while time.monotonic() < settle:
+            message = consumer.poll(0.1)
+            if message is not None and message.error() is None:
+                records.append(
+                    Record(
+                        topic=message.topic() or topic,
+                        partition=message.partition() or 0,
+                        offset=message.offset() or 0,
+                        key=message.key(),
+                        value=message.value() or b"",
+                        headers={name: value or b"" for name, value in (message.headers() or [])},
+                    )
+                )
+    finally:
+        consumer.close()
+    return records
