@@ -50,7 +50,9 @@ class Runtime:
             settings.circuit_breaker_reset_timeout,
             on_change=lambda state: metrics.breaker_state.set(STATE_VALUES.get(state, 2)),
         )
-        producer = AsyncProducer(settings.librdkafka_config())
+        producer = AsyncProducer(
+            settings.librdkafka_config(), on_replaced=lambda reason: metrics.record_producer_restart()
+        )
         metrics.queue_length.set_function(producer.queue_length)
         router = Router(default_rules(settings))
         publisher = EventPublisher(

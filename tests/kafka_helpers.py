@@ -6,7 +6,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 
 @dataclass(frozen=True)
@@ -51,31 +51,37 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 20.0)
             message = consumer.poll(0.2)
             if message is None or message.error() is not None:
                 continue
-            records.append(
-                Record(
-                    topic=message.topic() or topic,
-                    partition=message.partition() or 0,
-                    offset=message.offset() or 0,
-                    key=message.key(),
-                    value=message.value() or b"",
-                    headers={name: value or b"" for name, value in (message.headers() or [])},
-                )
-            )
+            records.append(_record(message, topic))
         # Give stragglers a moment, so a test that expects N also notices N+1.
         settle = time.monotonic() + 0.5
         while time.monotonic() < settle:
             message = consumer.poll(0.1)
             if message is not None and message.error() is None:
-                records.append(
-                    Record(
-                        topic=message.topic() or topic,
-                        partition=message.partition() or 0,
-                        offset=message.offset() or 0,
-                        key=message.key(),
-                        value=message.value() or b"",
-                        headers={name: value or b"" for name, value in (message.headers() or [])},
-                    )
-                )
+                records.append(_record(message, topic))
     finally:
         consumer.close()
     return records
+
+
+def _record(message: Message, topic: str) -> Record:
+    value = message.value()
+    key = message.key()
+    return Record(
+        topic=message.topic() or topic,
+        partition=message.partition() or 0,
+        offset=message.offset() or 0,
+        key=key.encode() if isinstance(key, str) else key,
+        value=value.encode() if isinstance(value, str) else value or b"",
+        headers={name: _bytes(item) for name, item in _header_pairs(message)},
+    )
+
+
+def _header_pairs(message: Message) -> list[tuple[str, bytes | str | None]]:
+    headers = message.headers() or []
+    return list(headers.items()) if isinstance(headers, dict) else list(headers)
+
+
+def _bytes(value: bytes | str | None) -> bytes:
+    if value is None:
+        return b""
+    return value.encode() if isinstance(value, str) else value

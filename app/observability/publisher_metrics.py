@@ -26,6 +26,7 @@ class PublisherMetrics:
         self.events_dlq = 0
         self.events_unrouted = 0
         self.events_rejected: dict[str, int] = defaultdict(int)
+        self.producer_restarts = 0
         self.per_topic: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.average_latency_ms: float | None = None
         self.last_publish_time: datetime | None = None
@@ -72,6 +73,11 @@ class PublisherMetrics:
             "event_ingest_publish_latency_seconds",
             "Time from produce() to Kafka's acknowledgement, per record.",
             buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self._producer_restarts = Counter(
+            "event_ingest_producer_restarts_total",
+            "Producers replaced after a fatal librdkafka error (e.g. PRODUCER_FENCED).",
             registry=registry,
         )
         self.breaker_state = Gauge(
@@ -124,6 +130,10 @@ class PublisherMetrics:
         self.events_rejected[reason] += count
         self._rejected.labels(reason).inc(count)
 
+    def record_producer_restart(self) -> None:
+        self.producer_restarts += 1
+        self._producer_restarts.inc()
+
     def snapshot(self) -> dict[str, Any]:
         """The JSON body of `GET /metrics/publisher`."""
         finished = self.events_published + self.events_failed
@@ -136,6 +146,7 @@ class PublisherMetrics:
             "events_dlq": self.events_dlq,
             "events_unrouted": self.events_unrouted,
             "events_rejected": dict(self.events_rejected),
+            "producer_restarts": self.producer_restarts,
             "success_rate": _ratio(self.events_published, finished, empty=1.0),
             "error_rate": _ratio(self.events_failed, finished),
             "dlq_rate": _ratio(self.events_dlq, finished),

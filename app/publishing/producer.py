@@ -12,6 +12,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,17 +36,34 @@ class DeliveryReport:
 
 
 class AsyncProducer:
-    """One librdkafka producer shared by every request of a worker process."""
+    """One librdkafka producer shared by every request of a worker process.
 
-    __slots__ = ("_config", "_loop", "_poll_thread", "_producer", "_running")
+    A fatal producer error (e.g. PRODUCER_FENCED or UNKNOWN_PRODUCER_ID after a stalled or
+    restarted broker, see shared/BROKER.md) leaves the librdkafka instance unusable for good, so
+    it is replaced by a new one; the records it still held fail as an outage.
+    """
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    __slots__ = (
+        "_config",
+        "_loop",
+        "_on_replaced",
+        "_poll_thread",
+        "_producer",
+        "_replacing",
+        "_running",
+        "replacements",
+    )
+
+    def __init__(self, config: dict[str, Any], on_replaced: Callable[[str], None] | None = None) -> None:
         self._config = dict(config)
         self._config.setdefault("error_cb", self._on_client_error)
         self._producer: Producer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poll_thread: threading.Thread | None = None
         self._running = threading.Event()
+        self._replacing = False
+        self._on_replaced = on_replaced
+        self.replacements = 0
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -55,16 +73,42 @@ class AsyncProducer:
         self._poll_thread.start()
 
     def _poll_forever(self) -> None:
-        producer = self._producer
-        assert producer is not None
         while self._running.is_set():
-            producer.poll(0.05)
+            producer = self._producer  # re-read: a fatal error swaps in a new producer
+            if producer is None:
+                return
+            try:
+                producer.poll(0.05)
+            except KafkaException as exc:
+                self._fatal(str(exc.args[0]))
 
-    @staticmethod
-    def _on_client_error(error: KafkaError) -> None:
+    def _on_client_error(self, error: KafkaError) -> None:
         # Connection trouble is reported here as well as through failed deliveries; the
         # deliveries decide what the client is told, this only leaves a trace in the log.
+        if error.fatal():
+            self._fatal(error.str())
+            return
         logger.warning("kafka client error", extra={"kafka_error": error.name(), "reason": error.str()})
+
+    def _fatal(self, reason: str) -> None:
+        """Any thread: ask the loop to replace the producer (once per fatal error)."""
+        loop = self._loop
+        if loop is not None and not self._replacing and self._running.is_set():
+            self._replacing = True
+            loop.call_soon_threadsafe(self._replace_producer, reason)
+
+    def _replace_producer(self, reason: str) -> None:
+        old = self._producer
+        if old is None or not self._running.is_set():
+            return
+        self._producer = Producer(self._config)
+        self.replacements += 1
+        self._replacing = False
+        logger.error("fatal producer error: replaced the producer", extra={"reason": reason})
+        if self._on_replaced is not None:
+            self._on_replaced(reason)
+        # Fail the old instance's records (their callbacks settle the waiting requests) off the loop.
+        threading.Thread(target=_drain, args=(old,), name="kafka-drain", daemon=True).start()
 
     def produce(
         self, topic: str, value: bytes, key: bytes | None, headers: Headers
@@ -97,8 +141,12 @@ class AsyncProducer:
         except BufferError as exc:
             raise QueueFullError(str(exc)) from None
         except KafkaException as exc:
-            # Raised at enqueue time for records that can never succeed (e.g. MSG_SIZE_TOO_LARGE).
-            raise DeliveryError.from_kafka(topic, exc.args[0]) from None
+            # Raised at enqueue time for records that can never succeed (e.g. MSG_SIZE_TOO_LARGE),
+            # or, after a fatal error, for every record until the producer is replaced.
+            error: KafkaError = exc.args[0]
+            if error.fatal() or error.code() == KafkaError._FATAL:
+                self._fatal(error.str())
+            raise DeliveryError.from_kafka(topic, error) from None
         return future
 
     def queue_length(self) -> int:
@@ -125,6 +173,14 @@ class AsyncProducer:
             await asyncio.to_thread(self._poll_thread.join, 5)
         self._producer = None
         return remaining
+
+
+def _drain(producer: Producer) -> None:
+    try:
+        producer.purge(in_queue=True, in_flight=True, blocking=False)
+        producer.flush(5)
+    except KafkaException as exc:
+        logger.warning("draining a failed producer", extra={"reason": str(exc.args[0])})
 
 
 def _settle(future: asyncio.Future[DeliveryReport], outcome: DeliveryReport | DeliveryError) -> None:

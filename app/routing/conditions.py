@@ -47,7 +47,10 @@ class FieldTest(BaseModel):
             if not isinstance(self.value, str) or len(self.value) > MAX_PATTERN_LENGTH:
                 raise ValueError(f"op {self.op!r} needs a string of at most {MAX_PATTERN_LENGTH} characters")
             if self.op == "regex":
-                re.compile(self.value)
+                try:
+                    re.compile(self.value)
+                except re.error as exc:
+                    raise ValueError(f"invalid regular expression: {exc}") from None
         if self.op == "exists" and not isinstance(self.value, bool | None):
             raise ValueError("op 'exists' takes true, false or no value")
         return self

@@ -32,7 +32,9 @@ async def test_high_quality_attempt_goes_to_attempts_and_ml_training_with_key_an
 ) -> None:
     client, settings = service
     response = await client.post(
-        "/v1/events/attempts", json=attempt(user_id="learner-7", quality=5), headers={"traceparent": TRACEPARENT}
+        "/v1/events/attempts",
+        json=attempt(user_id="learner-7", quality=5),
+        headers={"traceparent": TRACEPARENT},
     )
 
     assert response.status_code == 202, response.text
@@ -73,7 +75,11 @@ async def test_session_is_routed_only_when_items_were_attempted(
     assert response.status_code == 202
     body = response.json()
     if routed:
-        assert body == {"event_id": body["event_id"], "status": "accepted", "topics": [settings.kafka_topic_sessions]}
+        assert body == {
+            "event_id": body["event_id"],
+            "status": "accepted",
+            "topics": [settings.kafka_topic_sessions],
+        }
         assert len(read_topic(settings.kafka_brokers, settings.kafka_topic_sessions, expected=1)) == 1
     else:
         assert body["status"] == "unrouted"
@@ -116,7 +122,7 @@ async def test_client_event_id_is_kept(service: tuple[httpx.AsyncClient, Setting
 async def test_invalid_event_names_each_bad_field_and_publishes_nothing(
     service: tuple[httpx.AsyncClient, Settings],
 ) -> None:
-    client, settings = service
+    client, _ = service
     bad = attempt(quality=9, occurred_at="2026-11-24T10:15:00", correct="yes")
     del bad["item_id"]
 
@@ -161,7 +167,10 @@ async def test_batch_with_valid_and_invalid_items_answers_207_and_publishes_the_
         "retriable": False,
     }
     assert body["results"][3]["errors"][0]["field"] == "event_type"
-    assert body["results"][4]["errors"][0]["message"] == "Input should be a valid dictionary or object to extract fields from"
+    assert (
+        body["results"][4]["errors"][0]["message"]
+        == "Input should be a valid dictionary or object to extract fields from"
+    )
     records = read_topic(settings.kafka_brokers, settings.kafka_topic_attempts, expected=2)
     assert [orjson.loads(record.value)["item_id"] for record in records] == ["first", "second"]
 
@@ -212,7 +221,9 @@ async def test_gzip_request_body_is_accepted(service: tuple[httpx.AsyncClient, S
     assert len(read_topic(settings.kafka_brokers, settings.kafka_topic_attempts, expected=1)) == 1
 
 
-async def test_protobuf_serialization_is_decodable_with_the_generated_class(make_settings: SettingsFactory) -> None:
+async def test_protobuf_serialization_is_decodable_with_the_generated_class(
+    make_settings: SettingsFactory,
+) -> None:
     settings = make_settings(kafka_serialization="protobuf", kafka_compression_type="zstd")
     async with running(create_app(settings)) as client:
         response = await client.post("/v1/events/attempts", json=attempt(user_id="pb-user", quality=5))

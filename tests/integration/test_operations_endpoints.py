@@ -70,7 +70,9 @@ async def test_liveness_and_readiness(service: tuple[httpx.AsyncClient, Settings
     assert ready.json()["status"] == "ready"
 
 
-async def test_openapi_documents_every_endpoint_with_examples(service: tuple[httpx.AsyncClient, Settings]) -> None:
+async def test_openapi_documents_every_endpoint_with_examples(
+    service: tuple[httpx.AsyncClient, Settings],
+) -> None:
     client, _ = service
     schema = (await client.get("/openapi.json")).json()
 
