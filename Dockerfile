@@ -13,14 +13,19 @@ FROM python:3.11-slim AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOST=0.0.0.0 \
-    PORT=8083
+    PORT=8083 \
+    DATA_DIR=/app/data
 RUN useradd --system --uid 10001 --home-dir /app ingest
 WORKDIR /app
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/* && rm -rf /wheels
+COPY alembic.ini ./
+COPY alembic ./alembic
+RUN mkdir -p /app/data && chown ingest /app/data
 USER ingest
 EXPOSE 8083
 # A container must be pointed at a real cluster: KAFKA_BROKERS is required here (no dev broker).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD python -c "import os,urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\",\"8083\")}/healthz', timeout=2)" || exit 1
-CMD ["event-ingest"]
+# Migrations are their own step, before the server starts.
+CMD ["sh", "-c", "alembic upgrade head && exec event-ingest"]

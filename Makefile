@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-## run: start the service on PORT (and a local dev broker when KAFKA_BROKERS is unset)
+## run: migrate the database, start the service on PORT (and a local dev broker when KAFKA_BROKERS is unset)
 run: install
+	$(VENV)/bin/alembic upgrade head
 	$(PY) -m app
 
 ## test: ruff, mypy and the whole pytest suite (starts its own broker on a free port)

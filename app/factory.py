@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await runtime.producer.start()
+        await runtime.start()
         logger.info(
             "publisher started",
             extra={"brokers": settings.kafka_brokers, "serialization": settings.kafka_serialization},
@@ -43,8 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            runtime.shutting_down = True
-            left = await runtime.producer.close(settings.shutdown_flush_timeout.total_seconds())
+            left = await runtime.stop()
             if left:
                 logger.error("records not flushed at shutdown", extra={"records": left})
             logger.info("publisher stopped")

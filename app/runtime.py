@@ -7,15 +7,23 @@ import time
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
+from sqlalchemy import Engine
 
 from app.config.settings import Settings
+from app.idempotency.store import DatabaseIdempotencyStore, IdempotencyStore, MemoryIdempotencyStore
+from app.ingest.service import IngestService
 from app.observability.publisher_metrics import PublisherMetrics
 from app.publishing.breaker import STATE_VALUES, DeliveryBreaker
 from app.publishing.producer import AsyncProducer
 from app.publishing.publisher import EventPublisher
+from app.publishing.retry import RetryPolicy
 from app.routing.router import Router
 from app.routing.rules import default_rules
 from app.serialization.codecs import serializer_for
+from app.spool.database import check_schema, create_database_engine
+from app.spool.relay import SpoolRelay
+from app.spool.service import Spool
+from app.spool.store import SpoolStore
 
 
 @dataclass(slots=True)
@@ -37,7 +45,11 @@ class Runtime:
     router: Router
     breaker: DeliveryBreaker
     producer: AsyncProducer
+    engine: Engine
+    spool: Spool
+    relay: SpoolRelay
     publisher: EventPublisher
+    ingest: IngestService
     readiness: Readiness = field(default_factory=Readiness)
     shutting_down: bool = False
 
@@ -54,16 +66,69 @@ class Runtime:
             settings.librdkafka_config(), on_replaced=lambda reason: metrics.record_producer_restart()
         )
         metrics.queue_length.set_function(producer.queue_length)
+        engine = create_database_engine(settings.sqlalchemy_url)
+        spool = Spool(SpoolStore(engine, settings.spool_max_records), on_added=metrics.record_spooled)
+        retry = RetryPolicy(
+            retries=settings.kafka_producer_retries,
+            initial_delay=settings.kafka_retry_initial_delay.total_seconds(),
+            max_delay=settings.kafka_retry_max_delay.total_seconds(),
+            factor=settings.kafka_retry_factor,
+            jitter=settings.kafka_retry_jitter,
+        )
+        ack_timeout = settings.kafka_producer_timeout.total_seconds()
+        relay = SpoolRelay(
+            spool,
+            producer,
+            breaker,
+            metrics,
+            retry,
+            dlq_topic=settings.kafka_topic_dlq,
+            interval=settings.spool_relay_interval.total_seconds(),
+            batch_size=settings.spool_relay_batch,
+            lease=settings.spool_claim_lease,
+            max_age=settings.spool_max_age,
+            max_attempts=settings.spool_max_attempts,
+            ack_timeout=ack_timeout,
+        )
         router = Router(default_rules(settings))
         publisher = EventPublisher(
-            producer=producer,
-            router=router,
-            serializer=serializer_for(settings.kafka_serialization),
-            metrics=metrics,
-            breaker=breaker,
-            ack_timeout=settings.kafka_producer_timeout.total_seconds(),
+            producer,
+            router,
+            serializer_for(settings.kafka_serialization),
+            metrics,
+            breaker,
+            spool,
+            retry,
+            ack_timeout=ack_timeout,
+            dlq_topic=settings.kafka_topic_dlq,
+            max_record_bytes=settings.kafka_message_max_bytes,
+            max_in_flight=settings.max_in_flight_records,
         )
-        return cls(settings, registry, metrics, router, breaker, producer, publisher)
+        metrics.in_flight.set_function(lambda: publisher.in_flight)
+        idempotency: IdempotencyStore = (
+            DatabaseIdempotencyStore(engine, settings.idempotency_window)
+            if settings.idempotency_store == "database"
+            else MemoryIdempotencyStore(settings.idempotency_window, settings.idempotency_max_keys)
+        )
+        ingest = IngestService(publisher, idempotency, metrics)
+        return cls(
+            settings, registry, metrics, router, breaker, producer, engine, spool, relay, publisher, ingest
+        )
+
+    async def start(self) -> None:
+        """Check the database schema, start the producer and the relay."""
+        await asyncio.to_thread(check_schema, self.engine)
+        await self.spool.refresh()
+        await self.producer.start()
+        self.relay.start()
+
+    async def stop(self) -> int:
+        """Stop the relay, flush the producer (bounded); returns records left unflushed."""
+        self.shutting_down = True
+        await self.relay.stop()
+        left = await self.producer.close(self.settings.shutdown_flush_timeout.total_seconds())
+        self.engine.dispose()
+        return left
 
     async def check_ready(self) -> Readiness:
         """Ready when not shutting down and the cluster answered a metadata request recently."""

@@ -16,10 +16,49 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from app.config.settings import Settings, load_settings
 from app.devbroker import DevBroker, free_port
 from app.factory import create_app
+from app.spool import migrations
+
+POSTGRES_SERVER = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A migrated SQLite database of this test's own."""
+    url = f"sqlite:///{tmp_path / 'ingest.db'}"
+    migrations.upgrade(url)
+    return url
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A migrated PostgreSQL database of this test's own, dropped afterwards (TEST_POSTGRES_URL's server)."""
+    server = make_url(POSTGRES_SERVER)
+    name = f"ingest_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = server.set(database=name).render_as_string(hide_password=False)
+    try:
+        migrations.upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each test using it runs once on SQLite and once on PostgreSQL."""
+    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    url: str = request.getfixturevalue(fixture)
+    return url
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +91,7 @@ def topic_settings(prefix: str) -> dict[str, str]:
         "kafka_topic_placements": f"{prefix}.user.placements",
         "kafka_topic_activities": f"{prefix}.user.activities",
         "kafka_topic_ml_training": f"{prefix}.ml.training_events",
+        "kafka_topic_dlq": f"{prefix}.dlq.events",
     }
 
 
@@ -59,12 +99,13 @@ SettingsFactory = Callable[..., Settings]
 
 
 @pytest.fixture
-def make_settings(kafka_bootstrap: str) -> SettingsFactory:
-    """Settings for a test app: the session broker, unique topics, short timeouts."""
+def make_settings(kafka_bootstrap: str, sqlite_url: str) -> SettingsFactory:
+    """Settings for a test app: the session broker, unique topics, a fresh spool, short timeouts."""
 
     def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "kafka_brokers": kafka_bootstrap,
+            "database_url": sqlite_url,
             "kafka_producer_timeout": "5s",
             "log_format": "text",
             **topic_settings(f"t{uuid.uuid4().hex[:10]}"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Iterable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,37 +12,9 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.responses import JsonResponse
+from app.events.validation import describe_errors
 
 logger = logging.getLogger(__name__)
-
-_EVENT_TAGS = {"attempt", "session", "placement", "activity"}
-
-
-def field_path(location: Sequence[int | str], *, strip_tag: bool = False) -> str:
-    """`("body", "metadata", "k")` → `metadata.k`; list positions render as `[3]`."""
-    parts = list(location)
-    if parts and parts[0] in {"body", "query", "header", "path"}:
-        parts = parts[1:]
-    if strip_tag and parts and parts[0] in _EVENT_TAGS:
-        parts = parts[1:]
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(body)"
-
-
-def describe_errors(errors: Iterable[Any], *, strip_tag: bool = False) -> list[dict[str, Any]]:
-    """Pydantic errors as `{field, message, type}`; the offending input is not echoed back."""
-    described = []
-    for error in errors:
-        kind = error.get("type", "value_error")
-        field = field_path(error.get("loc", ()), strip_tag=strip_tag)
-        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-        if kind in {"union_tag_invalid", "union_tag_not_found"}:
-            # pydantic's wording speaks of tags and discriminators; say what the client must send.
-            field, message = "event_type", f"event_type must be one of {', '.join(sorted(_EVENT_TAGS))}"
-        described.append({"field": field, "message": message, "type": kind})
-    return described
 
 
 def error_response(
@@ -54,10 +25,12 @@ def error_response(
     retriable: bool = False,
     retry_after: float | None = None,
     event_id: uuid.UUID | None = None,
+    **extra: Any,
 ) -> JsonResponse:
     body: dict[str, Any] = {"detail": detail, "code": code, "retriable": retriable}
     if event_id is not None:
         body["event_id"] = str(event_id)
+    body.update(extra)
     headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
     return JsonResponse(body, status_code=status, headers=headers)
 

@@ -25,6 +25,13 @@ async def publisher_metrics(runtime: RuntimeDep) -> dict[str, Any]:
         "transitions": [{"at": at, "state": state} for at, state in runtime.breaker.transitions],
     }
     snapshot["queue_length"] = runtime.producer.queue_length()
+    snapshot["in_flight"] = runtime.publisher.in_flight
+    stats = runtime.spool.stats
+    snapshot["spool"] = {
+        "depth": stats.depth,
+        "oldest_age_seconds": round(stats.oldest_age_seconds(), 3),
+        "capacity": runtime.settings.spool_max_records,
+    }
     return snapshot
 
 
@@ -34,8 +41,8 @@ async def publisher_metrics(runtime: RuntimeDep) -> dict[str, Any]:
     responses={503: {"description": "unhealthy"}},
 )
 async def publisher_health_route(runtime: RuntimeDep) -> Response:
-    """Checks over the last HEALTH_ACTIVITY_WINDOW: publishing activity, error rate, DLQ rate, and
-    the circuit breaker. 200 when healthy or degraded, 503 when unhealthy."""
+    """Checks over the last HEALTH_ACTIVITY_WINDOW: publishing activity, error rate, DLQ rate, the
+    circuit breaker and the spool. 200 when healthy or degraded, 503 when unhealthy."""
     settings = runtime.settings
     body = publisher_health(
         runtime.metrics,
@@ -43,6 +50,8 @@ async def publisher_health_route(runtime: RuntimeDep) -> Response:
         settings.health_activity_window.total_seconds(),
         settings.health_error_rate_threshold,
         settings.health_dlq_rate_threshold,
+        runtime.spool.stats,
+        settings.spool_max_records,
     )
     return JsonResponse(body, status_code=503 if body["status"] == "unhealthy" else 200)
 

@@ -7,16 +7,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-ItemStatus = Literal["accepted", "unrouted", "rejected"]
+ItemStatus = Literal["accepted", "spooled", "unrouted", "duplicate", "rejected"]
 
 
 class EventAccepted(BaseModel):
     """The answer to one event the service took."""
 
     event_id: uuid.UUID
-    status: Literal["accepted", "unrouted"] = Field(
-        description="`accepted`: Kafka acknowledged it in every topic listed; `unrouted`: valid, "
-        "but no routing rule matched, so it was not published."
+    status: Literal["accepted", "spooled", "unrouted", "duplicate"] = Field(
+        description="`accepted`: Kafka acknowledged it in every topic listed; `spooled`: durable in the "
+        "service's spool, the relay delivers it when Kafka can take it; `unrouted`: valid, but no routing "
+        "rule matched, so it was not published; `duplicate`: seen before (same client_attempt_id or "
+        "Idempotency-Key), not published again, `event_id` is the first one's."
     )
     topics: list[str]
 
@@ -24,7 +26,10 @@ class EventAccepted(BaseModel):
 class ItemError(BaseModel):
     """One reason a batch item was not accepted."""
 
-    code: str = Field(description="validation_error, queue_full, broker_unavailable or record_rejected")
+    code: str = Field(
+        description="validation_error, record_rejected (not retriable); queue_full, spool_full, "
+        "spool_unavailable (retriable)"
+    )
     message: str
     retriable: bool = Field(description="True when sending the same item again later may succeed.")
     field: str | None = Field(None, description="Dotted path of the offending field, for validation errors.")
@@ -44,7 +49,9 @@ class BatchResult(BaseModel):
     """Per-item results, in request order, with counts."""
 
     accepted: int
+    spooled: int
     unrouted: int
+    duplicate: int
     rejected: int
     results: list[BatchItemResult]
 
@@ -93,3 +100,6 @@ class ErrorBody(BaseModel):
     code: str
     retriable: bool = False
     event_id: uuid.UUID | None = None
+    dead_lettered: bool | None = Field(
+        None, description="For record_rejected: kept in the dead-letter topic."
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
@@ -46,6 +47,7 @@ class Settings(BaseSettings):
     kafka_topic_placements: str = "user.placements"
     kafka_topic_activities: str = "user.activities"
     kafka_topic_ml_training: str = "ml.training_events"
+    kafka_topic_dlq: str = "dlq.events"
     kafka_topic_partitions: Annotated[int, Field(ge=1, le=10_000)] = 4
 
     # --- Producer
@@ -57,9 +59,34 @@ class Settings(BaseSettings):
     kafka_serialization: SerializationFormat = "json"
     kafka_queue_max_messages: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
     kafka_queue_max_kbytes: Annotated[int, Field(ge=1, le=2_097_151)] = 65_536
+    # The broker's record size limit: a larger record is refused before it is sent and dead-lettered.
     kafka_message_max_bytes: Annotated[int, Field(ge=1000, le=1_000_000_000)] = 1_000_000
+    # The client's own limit, above the broker's so an oversized record still fits the DLQ topic.
+    kafka_dlq_message_max_bytes: Annotated[int, Field(ge=1000, le=1_000_000_000)] = 10_000_000
+    # Service-level retry policy for outages, above librdkafka's own retries.
+    kafka_retry_initial_delay: Duration = timedelta(milliseconds=100)
+    kafka_retry_max_delay: Duration = timedelta(seconds=5)
+    kafka_retry_factor: Annotated[float, Field(ge=1, le=10)] = 2.0
+    kafka_retry_jitter: Annotated[float, Field(ge=0, le=1)] = 0.2
+    max_in_flight_records: Annotated[int, Field(ge=1, le=10_000_000)] = 50_000
     # Extra librdkafka properties: KAFKA_PRODUCER_CONFIG__SASL_MECHANISM=PLAIN becomes sasl.mechanism=PLAIN.
     kafka_producer_config: dict[str, str] = Field(default_factory=dict)
+
+    # --- Durability: the spool (SQLite by default, PostgreSQL in production) and its relay
+    data_dir: Path = Path("data")
+    database_url: str = Field("", description="SQLAlchemy URL; empty means sqlite:///DATA_DIR/ingest.db")
+    ack_level: Literal["kafka", "spool"] = "kafka"
+    spool_max_records: Annotated[int, Field(ge=1, le=1_000_000_000)] = 1_000_000
+    spool_max_age: Duration = timedelta(hours=24)
+    spool_max_attempts: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    spool_relay_interval: Duration = timedelta(seconds=1)
+    spool_relay_batch: Annotated[int, Field(ge=1, le=100_000)] = 500
+    spool_claim_lease: Duration = timedelta(seconds=60)
+
+    # --- Idempotency (client_attempt_id, Idempotency-Key)
+    idempotency_window: Duration = timedelta(hours=24)
+    idempotency_store: Literal["memory", "database"] = "memory"
+    idempotency_max_keys: Annotated[int, Field(ge=1, le=100_000_000)] = 1_000_000
 
     # --- Ingest API
     max_batch_events: Annotated[int, Field(ge=1, le=100_000)] = 500
@@ -73,6 +100,8 @@ class Settings(BaseSettings):
     health_activity_window: Duration = timedelta(minutes=5)
     readiness_cache: Duration = timedelta(seconds=2)
     shutdown_flush_timeout: Duration = timedelta(seconds=10)
+    # After SIGTERM: how long to keep answering (503, readiness false) so load balancers notice.
+    shutdown_drain_delay: Duration = timedelta(0)
 
     @field_validator("kafka_producer_config", mode="after")
     @classmethod
@@ -87,12 +116,17 @@ class Settings(BaseSettings):
         "kafka_topic_placements",
         "kafka_topic_activities",
         "kafka_topic_ml_training",
+        "kafka_topic_dlq",
     )
     @classmethod
     def _legal_topic(cls, value: str) -> str:
         from app.routing.topics import check_topic_name
 
         return check_topic_name(value)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'ingest.db'}"
 
     @property
     def broker_list(self) -> list[str]:
@@ -123,7 +157,7 @@ class Settings(BaseSettings):
             "request.timeout.ms": min(timeout_ms, 30_000),
             "queue.buffering.max.messages": self.kafka_queue_max_messages,
             "queue.buffering.max.kbytes": self.kafka_queue_max_kbytes,
-            "message.max.bytes": self.kafka_message_max_bytes,
+            "message.max.bytes": max(self.kafka_dlq_message_max_bytes, self.kafka_message_max_bytes),
             # The Go publisher hashed keys; murmur2_random matches the Java client's partitioner,
             # so a consumer written for Java producers finds each user on the same partition.
             "partitioner": "murmur2_random",
@@ -133,12 +167,19 @@ class Settings(BaseSettings):
 
     def public_view(self) -> dict[str, object]:
         """Settings safe to show to operators: no pass-through values (they may hold secrets)."""
-        shown = self.model_dump(exclude={"kafka_producer_config"})
+        shown = self.model_dump(exclude={"kafka_producer_config", "database_url"})
+        shown["database_url"] = _without_password(self.sqlalchemy_url)
         shown["kafka_producer_config"] = sorted(self.kafka_producer_config)
         for key, value in shown.items():
             if isinstance(value, timedelta):
                 shown[key] = format_duration(value)
         return shown
+
+
+def _without_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def _describe(error: dict[str, object]) -> str:

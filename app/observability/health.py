@@ -7,10 +7,13 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from app.observability.publisher_metrics import PublisherMetrics
+from app.spool.store import SpoolStats
 
 CheckStatus = Literal["pass", "warn", "fail"]
 # An error rate this high means Kafka is effectively not taking records: unhealthy, not degraded.
 FAILING_ERROR_RATE = 0.5
+# A spool this full will soon refuse events (503): unhealthy.
+SPOOL_FAILING_FILL = 0.9
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +48,21 @@ def _breaker(state: str) -> Check:
     return Check("circuit_breaker", status, f"circuit breaker is {state}")
 
 
+def _spool(depth: int, oldest_age: float, capacity: int) -> Check:
+    text = f"{depth} records spooled (capacity {capacity}), oldest {oldest_age:.0f}s old"
+    if depth >= SPOOL_FAILING_FILL * capacity:
+        return Check("spool", "fail", text + ": nearly full, new events will be refused")
+    return Check("spool", "warn" if depth else "pass", text)
+
+
 def publisher_health(
     metrics: PublisherMetrics,
     breaker_state: str,
     window_seconds: float,
     error_rate_threshold: float,
     dlq_rate_threshold: float,
+    spool: SpoolStats,
+    spool_capacity: int,
 ) -> dict[str, Any]:
     """Healthy when every check passes, degraded on a warning, unhealthy on a failure."""
     recent = metrics.recent.totals()
@@ -60,6 +72,7 @@ def publisher_health(
         _rate("error_rate", recent.get("failed", 0), finished, error_rate_threshold, FAILING_ERROR_RATE),
         _rate("dlq_rate", recent.get("dlq", 0), finished, dlq_rate_threshold, None),
         _breaker(breaker_state),
+        _spool(spool.depth, spool.oldest_age_seconds(), spool_capacity),
     ]
     statuses = {check.status for check in checks}
     status = "unhealthy" if "fail" in statuses else "degraded" if "warn" in statuses else "healthy"

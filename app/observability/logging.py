@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 
 import orjson
 
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# Fields every record has, and uvicorn's ANSI-coloured copy of its message: not worth a JSON key.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):

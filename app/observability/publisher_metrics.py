@@ -27,6 +27,9 @@ class PublisherMetrics:
         self.events_unrouted = 0
         self.events_rejected: dict[str, int] = defaultdict(int)
         self.producer_restarts = 0
+        self.events_spooled = 0
+        self.events_relayed = 0
+        self.events_duplicate = 0
         self.per_topic: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.average_latency_ms: float | None = None
         self.last_publish_time: datetime | None = None
@@ -80,6 +83,30 @@ class PublisherMetrics:
             "Producers replaced after a fatal librdkafka error (e.g. PRODUCER_FENCED).",
             registry=registry,
         )
+        self._spooled = Counter(
+            "event_ingest_records_spooled_total",
+            "Records written to the spool instead of Kafka.",
+            registry=registry,
+        )
+        self._relayed = Counter(
+            "event_ingest_records_relayed_total", "Spooled records the relay delivered.", registry=registry
+        )
+        self._duplicate = Counter(
+            "event_ingest_events_duplicate_total",
+            "Events answered `duplicate` (repeated client_attempt_id or Idempotency-Key).",
+            registry=registry,
+        )
+        self.spool_depth = Gauge(
+            "event_ingest_spool_depth", "Records waiting in the spool.", registry=registry
+        )
+        self.spool_oldest_age = Gauge(
+            "event_ingest_spool_oldest_age_seconds", "Age of the oldest spooled record.", registry=registry
+        )
+        self.in_flight = Gauge(
+            "event_ingest_records_in_flight",
+            "Records awaiting Kafka's acknowledgement in requests.",
+            registry=registry,
+        )
         self.breaker_state = Gauge(
             "event_ingest_circuit_breaker_state",
             "Kafka delivery circuit breaker: 0 closed, 1 half-open, 2 open.",
@@ -130,6 +157,18 @@ class PublisherMetrics:
         self.events_rejected[reason] += count
         self._rejected.labels(reason).inc(count)
 
+    def record_spooled(self, count: int) -> None:
+        self.events_spooled += count
+        self._spooled.inc(count)
+
+    def record_relayed(self, count: int) -> None:
+        self.events_relayed += count
+        self._relayed.inc(count)
+
+    def record_duplicate(self) -> None:
+        self.events_duplicate += 1
+        self._duplicate.inc()
+
     def record_producer_restart(self) -> None:
         self.producer_restarts += 1
         self._producer_restarts.inc()
@@ -147,6 +186,9 @@ class PublisherMetrics:
             "events_unrouted": self.events_unrouted,
             "events_rejected": dict(self.events_rejected),
             "producer_restarts": self.producer_restarts,
+            "records_spooled": self.events_spooled,
+            "records_relayed": self.events_relayed,
+            "events_duplicate": self.events_duplicate,
             "success_rate": _ratio(self.events_published, finished, empty=1.0),
             "error_rate": _ratio(self.events_failed, finished),
             "dlq_rate": _ratio(self.events_dlq, finished),

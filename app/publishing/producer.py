@@ -12,7 +12,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,9 @@ from app.publishing.errors import DeliveryError, QueueFullError
 
 logger = logging.getLogger(__name__)
 
-Headers = list[tuple[str, str | bytes | None]]
+ERROR_LOG_INTERVAL = 10.0  # seconds between two log lines for the same kind of client error
+
+Headers = Sequence[tuple[str, str | bytes | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,7 @@ class AsyncProducer:
 
     __slots__ = (
         "_config",
+        "_last_logged",
         "_loop",
         "_on_replaced",
         "_poll_thread",
@@ -57,6 +60,8 @@ class AsyncProducer:
     def __init__(self, config: dict[str, Any], on_replaced: Callable[[str], None] | None = None) -> None:
         self._config = dict(config)
         self._config.setdefault("error_cb", self._on_client_error)
+        # librdkafka's own log lines go through Python logging instead of raw stderr.
+        self._config.setdefault("logger", logging.getLogger("librdkafka"))
         self._producer: Producer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poll_thread: threading.Thread | None = None
@@ -64,6 +69,7 @@ class AsyncProducer:
         self._replacing = False
         self._on_replaced = on_replaced
         self.replacements = 0
+        self._last_logged: dict[str, float] = {}
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -88,7 +94,11 @@ class AsyncProducer:
         if error.fatal():
             self._fatal(error.str())
             return
-        logger.warning("kafka client error", extra={"kafka_error": error.name(), "reason": error.str()})
+        # One line per kind of error per interval: a dead broker reports itself many times a second.
+        now = time.monotonic()
+        if now - self._last_logged.get(error.name(), -1e9) >= ERROR_LOG_INTERVAL:
+            self._last_logged[error.name()] = now
+            logger.warning("kafka client error", extra={"kafka_error": error.name(), "reason": error.str()})
 
     def _fatal(self, reason: str) -> None:
         """Any thread: ask the loop to replace the producer (once per fatal error)."""
@@ -137,7 +147,7 @@ class AsyncProducer:
             loop.call_soon_threadsafe(_settle, future, outcome)
 
         try:
-            producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+            producer.produce(topic, value=value, key=key, headers=list(headers), on_delivery=on_delivery)
         except BufferError as exc:
             raise QueueFullError(str(exc)) from None
         except KafkaException as exc:
@@ -190,3 +200,17 @@ def _settle(future: asyncio.Future[DeliveryReport], outcome: DeliveryReport | De
         future.set_exception(outcome)
     else:
         future.set_result(outcome)
+
+
+def delivery_error(topic: str, future: asyncio.Future[DeliveryReport] | None) -> DeliveryError | None:
+    """The error of a settled delivery future (None when acknowledged); unsent and timed-out count as outages."""
+    if future is None:
+        return DeliveryError(topic, -1, "NOT_SENT", "record was not sent", True)
+    if future.cancelled():
+        return DeliveryError(topic, -1, "ACK_TIMEOUT", "no delivery report in time", True)
+    error = future.exception()
+    if error is None:
+        return None
+    if isinstance(error, DeliveryError):
+        return error
+    return DeliveryError(topic, -1, type(error).__name__, str(error), True)

@@ -1,36 +1,51 @@
 """The publisher: routes, serializes and hands events to Kafka, and tells each caller what happened.
 
-A 2xx to the client means Kafka acknowledged every record of the event (`acks=all`, idempotent
-producer). Records of concurrent requests share the producer's batches: nothing here flushes.
+The promise: an event answered 2xx is durable. It was acknowledged by Kafka (`acks=all`, idempotent
+producer), or written to the spool, from which the relay delivers it once Kafka is back. Records of
+concurrent requests share the producer's batches: nothing here flushes.
+
+What happens to a record that Kafka does not acknowledge:
+- an outage (timeout, transport, broker down, fatal producer): retried with backoff while the
+  request's deadline allows, then spooled; counted against the circuit breaker;
+- a bad record (too large, invalid or unauthorized topic): written to the dead-letter topic at once
+  (or spooled for it, when the DLQ cannot be written either) and the event is answered 422.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
+
+from confluent_kafka import KafkaError
 
 from app.events.models import BaseEvent
 from app.observability.publisher_metrics import PublisherMetrics
 from app.publishing.breaker import DeliveryBreaker, OutageError
 from app.publishing.errors import BrokerUnavailableError, DeliveryError, QueueFullError
-from app.publishing.producer import AsyncProducer, DeliveryReport, Headers
+from app.publishing.producer import AsyncProducer, DeliveryReport, delivery_error
+from app.publishing.records import HeaderList, OutRecord, dead_letter_headers
+from app.publishing.retry import RetryPolicy
 from app.routing.router import Route, Router
 from app.serialization.codecs import EventSerializer
+from app.spool.service import Spool
+from app.spool.store import NewRecord, SpoolFullError
 
 logger = logging.getLogger(__name__)
 
-# How much longer than librdkafka's own message.timeout.ms we wait before giving up on a report.
-ACK_GRACE_SECONDS = 5.0
+# How much longer than librdkafka's own message.timeout.ms we wait for a delivery report.
+ACK_GRACE_SECONDS = 2.0
 
 
 class Outcome(StrEnum):
     """What happened to one event."""
 
     ACCEPTED = "accepted"
+    SPOOLED = "spooled"
     UNROUTED = "unrouted"
     FAILED = "failed"
 
@@ -39,7 +54,8 @@ class FailureCode(StrEnum):
     """Machine-readable reason an event was not accepted (the `code` in error bodies)."""
 
     QUEUE_FULL = "queue_full"
-    BROKER_UNAVAILABLE = "broker_unavailable"
+    SPOOL_FULL = "spool_full"
+    SPOOL_UNAVAILABLE = "spool_unavailable"
     RECORD_REJECTED = "record_rejected"
 
 
@@ -51,6 +67,7 @@ class PublishFailure:
     message: str
     retriable: bool
     retry_after: float | None = None
+    dead_lettered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,15 +80,8 @@ class PublishResult:
     failure: PublishFailure | None = None
 
 
-@dataclass(slots=True)
-class _Pending:
-    index: int
-    topic: str
-    future: asyncio.Future[DeliveryReport]
-
-
 class EventPublisher:
-    """Publishes validated events to the topics the router picks."""
+    """Publishes validated events to the topics the router picks, keeping the durability promise."""
 
     def __init__(
         self,
@@ -80,147 +90,316 @@ class EventPublisher:
         serializer: EventSerializer,
         metrics: PublisherMetrics,
         breaker: DeliveryBreaker,
+        spool: Spool,
+        retry: RetryPolicy,
+        *,
         ack_timeout: float,
+        dlq_topic: str,
+        max_record_bytes: int,
+        max_in_flight: int,
     ) -> None:
         self.producer = producer
         self.router = router
         self.serializer = serializer
         self.metrics = metrics
         self.breaker = breaker
-        self._ack_timeout = ack_timeout + ACK_GRACE_SECONDS
+        self.spool = spool
+        self.retry = retry
+        self.dlq_topic = dlq_topic
+        self._ack_timeout = ack_timeout
+        self._max_record_bytes = max_record_bytes
+        self._max_in_flight = max_in_flight
+        self.in_flight = 0
 
-    async def publish(self, event: BaseEvent, traceparent: str | None = None) -> PublishResult:
+    async def publish(
+        self, event: BaseEvent, traceparent: str | None = None, *, spool_only: bool = False
+    ) -> PublishResult:
         """Publish one event to every topic its route names."""
-        (result,) = await self.publish_many([event], traceparent)
+        (result,) = await self.publish_many([event], traceparent, spool_only=spool_only)
         return result
 
     async def publish_many(
-        self, events: Sequence[BaseEvent], traceparent: str | None = None
+        self, events: Sequence[BaseEvent], traceparent: str | None = None, *, spool_only: bool = False
     ) -> list[PublishResult]:
-        """Publish events in order (so each user's events stay in order); one result per event."""
-        routes = [self.router.route(event) for event in events]
-        results: list[PublishResult | None] = [None] * len(events)
-        for index, (event, route) in enumerate(zip(events, routes, strict=True)):
-            if route.unrouted:
-                self.metrics.record_unrouted(event.event_type)
-                results[index] = PublishResult(event.event_id, Outcome.UNROUTED)
-        try:
-            async with self.breaker.guard():
-                outage = await self._deliver(events, routes, results, traceparent)
-                if outage:
-                    raise OutageError(outage)
-        except OutageError:
-            pass  # counted by the breaker; the affected results already say broker_unavailable
-        except BrokerUnavailableError as exc:
-            failure = PublishFailure(
-                FailureCode.BROKER_UNAVAILABLE,
-                "Kafka is unavailable (circuit breaker open)",
-                True,
-                exc.retry_after,
-            )
-            refused = [index for index, result in enumerate(results) if result is None]
-            for index in refused:
-                results[index] = PublishResult(
-                    events[index].event_id, Outcome.FAILED, routes[index].topics, failure
-                )
-            self.metrics.record_rejected("broker_unavailable", len(refused))
-        return [result for result in results if result is not None]
+        """Publish events in order (each user's events stay in order); one result per event.
 
-    async def _deliver(
-        self,
-        events: Sequence[BaseEvent],
-        routes: list[Route],
-        results: list[PublishResult | None],
-        traceparent: str | None,
-    ) -> str:
-        """Enqueue every routed record, wait for Kafka's reports, fill `results`; returns an outage reason."""
-        pending: list[_Pending] = []
+        `spool_only` (ack level `spool`) answers once the records are in the spool and leaves
+        the delivery to the relay.
+        """
+        routes = [self.router.route(event) for event in events]
+        records = self._records(events, routes, traceparent)
+        if self.in_flight + len(records) > self._max_in_flight:
+            failure = PublishFailure(
+                FailureCode.QUEUE_FULL, f"more than {self._max_in_flight} records in flight", True, 1.0
+            )
+            self.metrics.record_rejected("queue_full", len(events))
+            return [
+                self._result(event, route, failure, False)
+                for event, route in zip(events, routes, strict=True)
+            ]
+
+        self.in_flight += len(records)
+        try:
+            return await self._publish_records(events, routes, records, spool_only)
+        finally:
+            self.in_flight -= len(records)
+
+    async def _publish_records(
+        self, events: Sequence[BaseEvent], routes: list[Route], records: list[OutRecord], spool_only: bool
+    ) -> list[PublishResult]:
         failures: dict[int, PublishFailure] = {}
+        to_dead_letter = [record for record in records if record.size() > self._max_record_bytes]
+        for record in to_dead_letter:
+            record.error = DeliveryError(
+                record.topic,
+                KafkaError.MSG_SIZE_TOO_LARGE,
+                "MSG_SIZE_TOO_LARGE",
+                f"record of {record.size()} bytes exceeds KAFKA_MESSAGE_MAX_BYTES={self._max_record_bytes}",
+                False,
+            )
+            self._count_failure(record, record.error)
+        sendable = [record for record in records if record.error is None]
+        to_spool: list[tuple[OutRecord, str]] = []
+
+        if spool_only:
+            to_spool += [(record, "ack=spool") for record in sendable]
+        else:
+            backlog = await self.spool.keys_with_backlog(record.key for record in sendable if record.key)
+            behind = [record for record in sendable if record.key in backlog]
+            to_spool += [(record, "queued behind spooled records of the same key") for record in behind]
+            direct = [record for record in sendable if record.key not in backlog]
+            delivered = await self._deliver_with_retries(direct, failures)
+            to_spool += delivered.outage
+            to_dead_letter += delivered.permanent
+
+        await self._dead_letter(to_dead_letter, to_spool)
+        await self._spool(to_spool, failures)
+        for record in to_dead_letter:
+            # Kept in the DLQ (or in the spool on its way there) for operators; the client must not retry.
+            failures.setdefault(
+                record.index,
+                PublishFailure(
+                    FailureCode.RECORD_REJECTED,
+                    f"Kafka refused the record: {record.error}",
+                    False,
+                    dead_lettered=True,
+                ),
+            )
+        spooled = {record.index for record, _ in to_spool}
+        return [
+            self._result(event, routes[index], failures.get(index), index in spooled)
+            for index, event in enumerate(events)
+        ]
+
+    def _result(
+        self, event: BaseEvent, route: Route, failure: PublishFailure | None, spooled: bool
+    ) -> PublishResult:
+        if route.unrouted:
+            self.metrics.record_unrouted(event.event_type)
+            return PublishResult(event.event_id, Outcome.UNROUTED)
+        if failure is not None:
+            return PublishResult(event.event_id, Outcome.FAILED, route.topics, failure)
+        return PublishResult(event.event_id, Outcome.SPOOLED if spooled else Outcome.ACCEPTED, route.topics)
+
+    def _records(
+        self, events: Sequence[BaseEvent], routes: list[Route], traceparent: str | None
+    ) -> list[OutRecord]:
+        records: list[OutRecord] = []
         for index, (event, route) in enumerate(zip(events, routes, strict=True)):
             if route.unrouted:
                 continue
+            value = self.serializer.serialize(event)
+            headers = self._headers(event, traceparent)
+            key = event.user_id.encode()
+            event_id = str(event.event_id)
+            records += [OutRecord(index, event_id, topic, key, value, headers) for topic in route.topics]
+        return records
+
+    def _headers(self, event: BaseEvent, traceparent: str | None) -> HeaderList:
+        headers: HeaderList = [
+            ("event_id", str(event.event_id)),
+            ("event_type", event.event_type),
+            ("schema_version", str(event.schema_version)),
+            ("content_type", self.serializer.content_type),
+        ]
+        if traceparent:
+            headers.append(("traceparent", traceparent))
+        return headers
+
+    async def _deliver_with_retries(
+        self, records: list[OutRecord], failures: dict[int, PublishFailure]
+    ) -> _Delivered:
+        """Send records; retry outages with backoff while the deadline allows; sort what is left."""
+        result = _Delivered()
+        if not records:
+            return result
+        deadline = time.monotonic() + self._ack_timeout
+        pending = records
+        try:
+            async with self.breaker.guard():
+                while pending:
+                    retry_now = await self._send_once(pending, failures, result, deadline)
+                    attempt = max((record.attempts for record in retry_now), default=0)
+                    wait = self.retry.delay(attempt)
+                    if not retry_now or attempt > self.retry.retries or time.monotonic() + wait >= deadline:
+                        result.outage += [(record, _spool_reason(record)) for record in retry_now]
+                        break
+                    await asyncio.sleep(wait)
+                    for record in retry_now:
+                        self.metrics.record_retried(record.topic)
+                    pending = retry_now
+                if result.outage:
+                    raise OutageError(result.outage[0][1])
+        except OutageError:
+            pass  # counted by the breaker; the records are spooled
+        except BrokerUnavailableError:  # raised on entry: nothing was sent
+            result.outage = [
+                (record, "circuit breaker open") for record in records if record.index not in failures
+            ]
+        return result
+
+    async def _send_once(
+        self,
+        records: list[OutRecord],
+        failures: dict[int, PublishFailure],
+        result: _Delivered,
+        deadline: float,
+    ) -> list[OutRecord]:
+        """One attempt for each record; returns the records worth another attempt (outages)."""
+        waiting: list[tuple[OutRecord, asyncio.Future[DeliveryReport]]] = []
+        retry: list[OutRecord] = []
+        for record in records:
+            if record.index in failures:  # its event already failed (queue full): do not send the rest
+                continue
+            record.attempts += 1
             try:
-                value = self.serializer.serialize(event)
-                headers = self._headers(event, traceparent)
-                key = event.user_id.encode()
-                for topic in route.topics:
-                    pending.append(_Pending(index, topic, self.producer.produce(topic, value, key, headers)))
+                waiting.append(
+                    (record, self.producer.produce(record.topic, record.value, record.key, record.headers))
+                )
             except QueueFullError as exc:
-                failures[index] = PublishFailure(
+                failures[record.index] = PublishFailure(
                     FailureCode.QUEUE_FULL, f"publisher queue is full: {exc}", True, 1.0
                 )
                 self.metrics.record_rejected("queue_full")
             except DeliveryError as exc:
-                failures[index] = _permanent(exc)
-                self.metrics.record_failed(exc.topic, exc.name)
-
-        outage = ""
-        if pending:
-            _, not_done = await asyncio.wait([item.future for item in pending], timeout=self._ack_timeout)
-            for future in not_done:
-                future.cancel()
-            for item in pending:
-                error = _delivery_error(item)
-                if error is None:
-                    report = item.future.result()
-                    self.metrics.record_published(item.topic, report.latency_seconds)
-                    continue
-                self.metrics.record_failed(item.topic, error.name)
-                logger.warning(
-                    "delivery failed",
-                    extra={
-                        "event_id": str(events[item.index].event_id),
-                        "topic": item.topic,
-                        "reason": str(error),
-                    },
-                )
-                if error.retriable:
-                    outage = str(error)
-                    failures.setdefault(
-                        item.index,
-                        PublishFailure(
-                            FailureCode.BROKER_UNAVAILABLE, f"Kafka did not acknowledge: {error}", True, 1.0
-                        ),
-                    )
-                else:
-                    failures[item.index] = _permanent(error)
-
-        for index, (event, route) in enumerate(zip(events, routes, strict=True)):
-            if results[index] is not None:
-                continue
-            failure = failures.get(index)
-            outcome = Outcome.ACCEPTED if failure is None else Outcome.FAILED
-            results[index] = PublishResult(event.event_id, outcome, route.topics, failure)
-        if outage:
-            self.metrics.record_rejected(
-                "broker_unavailable",
-                sum(1 for failure in failures.values() if failure.code is FailureCode.BROKER_UNAVAILABLE),
+                record.error = exc
+                self._count_failure(record, exc)
+                (retry if exc.retriable else result.permanent).append(record)
+        if waiting:
+            _, late = await asyncio.wait(
+                [future for _, future in waiting],
+                timeout=max(0.1, deadline - time.monotonic() + ACK_GRACE_SECONDS),
             )
-        return outage
+            for future in late:
+                future.cancel()
+        for record, future in waiting:
+            error = delivery_error(record.topic, future)
+            if error is None:
+                record.error = None
+                self.metrics.record_published(record.topic, future.result().latency_seconds)
+                continue
+            record.error = error
+            self._count_failure(record, error)
+            (retry if error.retriable else result.permanent).append(record)
+        return retry
 
-    def _headers(self, event: BaseEvent, traceparent: str | None) -> Headers:
-        headers: Headers = [
-            ("event_id", str(event.event_id).encode()),
-            ("event_type", event.event_type.encode()),
-            ("schema_version", str(event.schema_version).encode()),
-            ("content_type", self.serializer.content_type.encode()),
+    def _count_failure(self, record: OutRecord, error: DeliveryError) -> None:
+        self.metrics.record_failed(record.topic, error.name)
+        logger.warning(
+            "delivery failed",
+            extra={
+                "event_id": record.event_id,
+                "topic": record.topic,
+                "reason": str(error),
+                "attempt": record.attempts,
+            },
+        )
+
+    async def _dead_letter(self, records: list[OutRecord], to_spool: list[tuple[OutRecord, str]]) -> None:
+        """Write refused records to the DLQ at once; those it cannot take now are spooled for it."""
+        if not records:
+            return
+        futures: list[tuple[OutRecord, asyncio.Future[DeliveryReport] | None]] = []
+        for record in records:
+            assert record.error is not None
+            headers = dead_letter_headers(record.headers, record.topic, str(record.error), record.attempts)
+            if self.breaker.state == "open":
+                futures.append((record, None))
+                continue
+            try:
+                futures.append(
+                    (record, self.producer.produce(self.dlq_topic, record.value, record.key, headers))
+                )
+            except (QueueFullError, DeliveryError):
+                futures.append((record, None))
+        pending = [future for _, future in futures if future is not None]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=self._ack_timeout + ACK_GRACE_SECONDS)
+            for late_future in late:
+                late_future.cancel()
+        for record, future in futures:
+            if future is not None and delivery_error(self.dlq_topic, future) is None:
+                self.metrics.record_dlq(record.topic)
+                logger.warning(
+                    "record dead-lettered",
+                    extra={"event_id": record.event_id, "topic": record.topic, "reason": str(record.error)},
+                )
+            else:
+                to_spool.append((record, f"dead-letter topic unavailable; DLQ reason: {record.error}"))
+
+    async def _spool(self, records: list[tuple[OutRecord, str]], failures: dict[int, PublishFailure]) -> None:
+        if not records:
+            return
+        rows = [
+            NewRecord(
+                event_id=record.event_id,
+                topic=record.topic,
+                key=record.key,
+                value=record.value,
+                headers=record.headers,
+                reason=reason,
+                dlq_reason=str(record.error)
+                if record.error is not None and not record.error.retriable
+                else None,
+            )
+            for record, reason in records
         ]
-        if traceparent:
-            headers.append(("traceparent", traceparent.encode()))
-        return headers
+        try:
+            await self.spool.add(rows)
+        except SpoolFullError as exc:
+            self._fail_all(records, failures, PublishFailure(FailureCode.SPOOL_FULL, str(exc), True, 5.0))
+        except Exception as exc:  # a database outage must become a 503, never a lost event
+            logger.exception("spool write failed")
+            failure = PublishFailure(
+                FailureCode.SPOOL_UNAVAILABLE, f"Kafka and the spool are unavailable: {exc}", True, 5.0
+            )
+            self._fail_all(records, failures, failure)
+        else:
+            for record, reason in records:
+                logger.info(
+                    "record spooled",
+                    extra={"event_id": record.event_id, "topic": record.topic, "reason": reason},
+                )
+
+    def _fail_all(
+        self,
+        records: Iterable[tuple[OutRecord, str]],
+        failures: dict[int, PublishFailure],
+        failure: PublishFailure,
+    ) -> None:
+        indexes = {record.index for record, _ in records}
+        for index in indexes:
+            failures[index] = failure
+        self.metrics.record_rejected(failure.code.value, len(indexes))
 
 
-def _delivery_error(item: _Pending) -> DeliveryError | None:
-    future = item.future
-    if future.cancelled():
-        return DeliveryError(item.topic, -1, "ACK_TIMEOUT", "no delivery report in time", True)
-    error = future.exception()
-    if error is None:
-        return None
-    if isinstance(error, DeliveryError):
-        return error
-    return DeliveryError(item.topic, -1, type(error).__name__, str(error), True)
+@dataclass(slots=True)
+class _Delivered:
+    """Records of one delivery that were not acknowledged, by what to do with them."""
+
+    outage: list[tuple[OutRecord, str]] = field(default_factory=list)
+    permanent: list[OutRecord] = field(default_factory=list)
 
 
-def _permanent(error: DeliveryError) -> PublishFailure:
-    return PublishFailure(FailureCode.RECORD_REJECTED, f"Kafka refused the record: {error}", False)
+def _spool_reason(record: OutRecord) -> str:
+    return f"not acknowledged after {record.attempts} attempt(s): {record.error}"

@@ -43,6 +43,7 @@ async def test_health_is_healthy_after_traffic(service: tuple[httpx.AsyncClient,
         "error_rate",
         "dlq_rate",
         "circuit_breaker",
+        "spool",
     }
 
 

@@ -54,7 +54,8 @@ def _stop(process: subprocess.Popen[bytes]) -> int:
 
 
 def _env(**values: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("KAFKA_", "DEV_BROKER"))}
+    ours = ("KAFKA_", "DEV_BROKER", "DATABASE_URL", "DATA_DIR", "PORT")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(ours)}
     env.update(values)
     env["LOG_FORMAT"] = "json"
     return env
@@ -66,10 +67,10 @@ def service_port() -> int:
 
 
 def test_running_service_publishes_a_curl_style_post(
-    kafka_bootstrap: str, service_port: int, tmp_path: Path
+    kafka_bootstrap: str, service_port: int, tmp_path: Path, sqlite_url: str
 ) -> None:
     topics = {key.upper(): value for key, value in topic_settings(f"proc{service_port}").items()}
-    env = _env(KAFKA_BROKERS=kafka_bootstrap, PORT=str(service_port), **topics)
+    env = _env(KAFKA_BROKERS=kafka_bootstrap, PORT=str(service_port), DATABASE_URL=sqlite_url, **topics)
     process = _start(env, tmp_path / "service.log")
     try:
         _wait_ready(service_port, process, tmp_path / "service.log")
@@ -90,10 +91,10 @@ def test_running_service_publishes_a_curl_style_post(
 
 
 def test_without_kafka_brokers_the_service_starts_and_stops_its_own_dev_broker(
-    service_port: int, tmp_path: Path
+    service_port: int, tmp_path: Path, sqlite_url: str
 ) -> None:
     broker_port = free_port()
-    env = _env(PORT=str(service_port), DEV_BROKER_PORT=str(broker_port))
+    env = _env(PORT=str(service_port), DEV_BROKER_PORT=str(broker_port), DATABASE_URL=sqlite_url)
     process = _start(env, tmp_path / "service.log")
     try:
         _wait_ready(service_port, process, tmp_path / "service.log")

@@ -7,10 +7,21 @@ from prometheus_client import CollectorRegistry
 from app.observability.health import publisher_health
 from app.observability.publisher_metrics import PublisherMetrics
 from app.observability.rolling import RollingCounts
+from app.spool.store import SpoolStats
 
 
-def _health(metrics: PublisherMetrics, breaker: str = "closed") -> dict[str, object]:
-    return publisher_health(metrics, breaker, 300, error_rate_threshold=0.05, dlq_rate_threshold=0.01)
+def _health(
+    metrics: PublisherMetrics, breaker: str = "closed", spool: SpoolStats = SpoolStats(0, None)
+) -> dict[str, object]:
+    return publisher_health(
+        metrics,
+        breaker,
+        300,
+        error_rate_threshold=0.05,
+        dlq_rate_threshold=0.01,
+        spool=spool,
+        spool_capacity=100,
+    )
 
 
 def _checks(body: dict[str, object]) -> dict[str, str]:
@@ -74,3 +85,9 @@ def test_snapshot_rates_and_moving_average() -> None:
     assert snapshot["success_rate"] == round(2 / 3, 6)
     assert snapshot["average_latency_ms"] == 11.0  # 10 + 0.1 * (20 - 10)
     assert snapshot["topics"] == {"a": {"published": 2}, "b": {"failed": 1}}
+
+
+def test_spool_backlog_degrades_and_a_nearly_full_spool_fails() -> None:
+    metrics = PublisherMetrics(CollectorRegistry(), 300)
+    assert _checks(_health(metrics, spool=SpoolStats(5, None)))["spool"] == "warn"
+    assert _health(metrics, spool=SpoolStats(95, None))["status"] == "unhealthy"

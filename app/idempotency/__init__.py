@@ -1,0 +1,1 @@
+"""Idempotency: an event sent twice (same client_attempt_id or Idempotency-Key) is published once."""

@@ -1,0 +1,1 @@
+"""Ingest: what one request does with its events (validate, drop repeats, publish) before the answer."""

@@ -1,0 +1,171 @@
+"""The relay: drains the spool to Kafka in spool order once the breaker lets deliveries through.
+
+A row is deleted only after Kafka acknowledged it, so a crash between sending and deleting repeats
+the record (at least once, same event_id) and never loses it. Rows older than SPOOL_MAX_AGE or tried
+SPOOL_MAX_ATTEMPTS times go to the dead-letter topic instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from datetime import UTC, datetime, timedelta
+
+from app.observability.publisher_metrics import PublisherMetrics
+from app.publishing.breaker import DeliveryBreaker, OutageError
+from app.publishing.errors import BrokerUnavailableError, DeliveryError, QueueFullError
+from app.publishing.producer import AsyncProducer, DeliveryReport, delivery_error
+from app.publishing.records import dead_letter_headers
+from app.publishing.retry import RetryPolicy
+from app.spool.schema import SpooledRecord
+from app.spool.service import Spool
+
+logger = logging.getLogger(__name__)
+
+
+class SpoolRelay:
+    """One background task per worker process; rows are claimed, so several relays can share a spool."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        producer: AsyncProducer,
+        breaker: DeliveryBreaker,
+        metrics: PublisherMetrics,
+        retry: RetryPolicy,
+        *,
+        dlq_topic: str,
+        interval: float,
+        batch_size: int,
+        lease: timedelta,
+        max_age: timedelta,
+        max_attempts: int,
+        ack_timeout: float,
+    ) -> None:
+        self.spool = spool
+        self.producer = producer
+        self.breaker = breaker
+        self.metrics = metrics
+        self.retry = retry
+        self.dlq_topic = dlq_topic
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"[:64]
+        self._interval = interval
+        self._batch_size = batch_size
+        self._lease = lease
+        self._max_age = max_age
+        self._max_attempts = max_attempts
+        self._ack_timeout = ack_timeout
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="spool-relay")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        self.spool.added.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(self._task, timeout=self._ack_timeout + 5)
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                delivered = await self.drain_once()
+            except Exception:  # the relay must outlive a database hiccup; it tries again next round
+                logger.exception("spool relay round failed")
+                delivered = 0
+            if delivered:  # more may be due right away
+                continue
+            self.spool.added.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.spool.added.wait(), timeout=self._interval)
+
+    async def drain_once(self) -> int:
+        """One round: refresh the stats, claim due rows, deliver them. Returns rows delivered."""
+        stats = await self.spool.refresh()
+        self.metrics.spool_depth.set(stats.depth)
+        self.metrics.spool_oldest_age.set(stats.oldest_age_seconds())
+        if stats.depth == 0 or (self.breaker.state == "open" and self.breaker.retry_after() > 1.0):
+            return 0
+        rows = await asyncio.to_thread(self.spool.store.claim_due, self.owner, self._batch_size, self._lease)
+        if not rows:
+            return 0
+        try:
+            async with self.breaker.guard():
+                delivered, outage = await self._deliver(rows)
+                if outage:
+                    raise OutageError(outage)
+        except OutageError:
+            pass
+        except BrokerUnavailableError:
+            retry_at = datetime.now(UTC) + timedelta(seconds=self.breaker.retry_after())
+            await asyncio.to_thread(
+                self.spool.store.release, [row.id for row in rows], "circuit breaker open", retry_at
+            )
+            return 0
+        return delivered
+
+    async def _deliver(self, rows: list[SpooledRecord]) -> tuple[int, str]:
+        now = datetime.now(UTC)
+        sent: list[
+            tuple[SpooledRecord, str, asyncio.Future[DeliveryReport] | None, DeliveryError | None]
+        ] = []
+        for row in rows:
+            if row.dlq_reason is None and self._expired(row, now):
+                row.dlq_reason = (
+                    f"spool_expired after {row.attempts} attempt(s): {row.last_error or row.reason}"
+                )
+            topic = self.dlq_topic if row.dlq_reason else row.topic
+            headers: list[tuple[str, str]] = [(name, value) for name, value in row.headers]
+            if row.dlq_reason:
+                headers = dead_letter_headers(headers, row.topic, row.dlq_reason, row.attempts + 1)
+            try:
+                sent.append((row, topic, self.producer.produce(topic, row.value, row.key, headers), None))
+            except DeliveryError as exc:
+                sent.append((row, topic, None, exc))
+            except QueueFullError as exc:
+                sent.append((row, topic, None, DeliveryError(topic, -1, "QUEUE_FULL", str(exc), True)))
+        futures = [pending for _, _, pending, _ in sent if pending is not None]
+        if futures:
+            _, late = await asyncio.wait(futures, timeout=self._ack_timeout + 2)
+            for late_future in late:
+                late_future.cancel()
+
+        done: list[int] = []
+        to_dlq: list[tuple[int, str]] = []
+        failed: list[tuple[SpooledRecord, DeliveryError]] = []
+        for row, topic, future, error in sent:
+            error = error or delivery_error(topic, future)
+            if error is None:
+                done.append(row.id)
+                if topic == self.dlq_topic:
+                    self.metrics.record_dlq(row.topic)
+                elif future is not None:
+                    self.metrics.record_published(topic, future.result().latency_seconds)
+                continue
+            self.metrics.record_failed(topic, error.name)
+            if not error.retriable and topic != self.dlq_topic:
+                to_dlq.append((row.id, str(error)))
+            else:
+                failed.append((row, error))
+
+        await asyncio.to_thread(self.spool.store.delete, done)
+        for row_id, reason in to_dlq:
+            await asyncio.to_thread(self.spool.store.redirect_to_dlq, [row_id], reason)
+        for row, error in failed:
+            retry_at = datetime.now(UTC) + timedelta(seconds=self.retry.delay(row.attempts + 1))
+            await asyncio.to_thread(self.spool.store.release, [row.id], str(error), retry_at)
+        if done:
+            self.metrics.record_relayed(len(done))
+            self.spool.depth_hint = max(0, self.spool.depth_hint - len(done))
+            logger.info("spool relayed", extra={"records": len(done), "failed": len(failed)})
+        outage = next((str(error) for _, error in failed if error.retriable), "")
+        return len(done), outage
+
+    def _expired(self, row: SpooledRecord, now: datetime) -> bool:
+        created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+        return now - created > self._max_age or row.attempts >= self._max_attempts

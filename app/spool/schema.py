@@ -1,0 +1,66 @@
+"""Tables of the service's own database (managed by alembic migrations in alembic/versions)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, LargeBinary, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Explicit constraint names, so migrations are the same on SQLite and PostgreSQL.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base with the naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+# SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class SpooledRecord(Base):
+    """One Kafka record waiting for delivery: to `topic`, or to the DLQ when `dlq_reason` is set.
+
+    `id` gives the delivery order; key, value and headers are kept byte for byte.
+    """
+
+    __tablename__ = "spooled_records"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36))
+    topic: Mapped[str] = mapped_column(String(249))
+    key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+    headers: Mapped[list[list[str]]] = mapped_column(JSON)
+    reason: Mapped[str] = mapped_column(Text)
+    dlq_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = (
+        Index("ix_spooled_records_key", "key"),
+        Index("ix_spooled_records_next_attempt_at", "next_attempt_at"),
+    )
+
+
+class IdempotencyKey(Base):
+    """A key already seen (client_attempt_id or Idempotency-Key) and the answer first given for it."""
+
+    __tablename__ = "idempotency_keys"
+
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    result: Mapped[dict[str, object]] = mapped_column(JSON)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

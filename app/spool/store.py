@@ -1,0 +1,165 @@
+"""Spool storage: synchronous SQLAlchemy calls, run by the async callers through `asyncio.to_thread`.
+
+Rows are claimed with a lease before the relay publishes them, so that several worker processes or
+instances sharing one database never publish the same row at the same time; a crashed holder's
+rows are free again once its lease runs out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy.orm import Session
+
+from app.spool.schema import SpooledRecord
+
+
+@dataclass(frozen=True, slots=True)
+class NewRecord:
+    """A record to spool: where it was going, its bytes, and why it is spooled."""
+
+    event_id: str
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, str]]
+    reason: str
+    dlq_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolStats:
+    """Spool depth and the age of its oldest record."""
+
+    depth: int
+    oldest: datetime | None
+
+    def oldest_age_seconds(self, now: datetime | None = None) -> float:
+        if self.oldest is None:
+            return 0.0
+        oldest = self.oldest if self.oldest.tzinfo else self.oldest.replace(tzinfo=UTC)
+        return max(0.0, ((now or datetime.now(UTC)) - oldest).total_seconds())
+
+
+class SpoolFullError(Exception):
+    """The spool holds SPOOL_MAX_RECORDS already: the event is not accepted (503)."""
+
+
+class SpoolStore:
+    """The `spooled_records` table."""
+
+    def __init__(self, engine: Engine, max_records: int) -> None:
+        self.engine = engine
+        self.max_records = max_records
+
+    def add(self, records: Sequence[NewRecord], known_depth: int | None = None) -> None:
+        """Insert records in order, in one transaction; SpoolFullError when over capacity."""
+        now = datetime.now(UTC)
+        with Session(self.engine) as session, session.begin():
+            depth = known_depth if known_depth is not None else self._count(session)
+            if depth + len(records) > self.max_records:
+                raise SpoolFullError(f"spool holds {depth} records; the limit is {self.max_records}")
+            session.add_all(
+                SpooledRecord(
+                    event_id=record.event_id,
+                    topic=record.topic,
+                    key=record.key,
+                    value=record.value,
+                    headers=[list(pair) for pair in record.headers],
+                    reason=record.reason,
+                    dlq_reason=record.dlq_reason,
+                    attempts=0,
+                    created_at=now,
+                    next_attempt_at=now,
+                )
+                for record in records
+            )
+
+    @staticmethod
+    def _count(session: Session) -> int:
+        return int(session.scalar(select(func.count()).select_from(SpooledRecord)) or 0)
+
+    def stats(self) -> SpoolStats:
+        with Session(self.engine) as session:
+            depth, oldest = session.execute(select(func.count(), func.min(SpooledRecord.created_at))).one()
+        return SpoolStats(depth=int(depth or 0), oldest=oldest)
+
+    def keys_with_backlog(self, keys: Iterable[bytes]) -> set[bytes]:
+        """Which of `keys` have records waiting: new records for them must queue behind."""
+        wanted = list(set(keys))
+        if not wanted:
+            return set()
+        with Session(self.engine) as session:
+            rows = session.scalars(select(SpooledRecord.key).where(SpooledRecord.key.in_(wanted)).distinct())
+            return {bytes(key) for key in rows if key is not None}
+
+    def claim_due(self, owner: str, limit: int, lease: timedelta) -> list[SpooledRecord]:
+        """Claim up to `limit` due, unclaimed rows in spool order, for `lease`; returns them detached."""
+        now = datetime.now(UTC)
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            candidates = (
+                select(SpooledRecord.id)
+                .where(SpooledRecord.next_attempt_at <= now)
+                .where((SpooledRecord.claimed_until.is_(None)) | (SpooledRecord.claimed_until < now))
+                .order_by(SpooledRecord.id)
+                .limit(limit)
+            )
+            if self.engine.dialect.name == "postgresql":
+                candidates = candidates.with_for_update(skip_locked=True)
+            ids = list(session.scalars(candidates))
+            if not ids:
+                return []
+            session.execute(
+                update(SpooledRecord)
+                .where(SpooledRecord.id.in_(ids))
+                .values(claimed_by=owner, claimed_until=now + lease)
+            )
+            rows = list(
+                session.scalars(
+                    select(SpooledRecord).where(SpooledRecord.id.in_(ids)).order_by(SpooledRecord.id)
+                )
+            )
+        return rows
+
+    def delete(self, ids: Sequence[int]) -> None:
+        """Remove delivered rows (only after Kafka acknowledged them)."""
+        if not ids:
+            return
+        with Session(self.engine) as session, session.begin():
+            session.execute(delete(SpooledRecord).where(SpooledRecord.id.in_(ids)))
+
+    def release(self, ids: Sequence[int], error: str, retry_at: datetime) -> None:
+        """Count a failed attempt, free the claim, and set when to try again."""
+        if not ids:
+            return
+        with Session(self.engine) as session, session.begin():
+            session.execute(
+                update(SpooledRecord)
+                .where(SpooledRecord.id.in_(ids))
+                .values(
+                    attempts=SpooledRecord.attempts + 1,
+                    last_error=error[:2000],
+                    next_attempt_at=retry_at,
+                    claimed_by=None,
+                    claimed_until=None,
+                )
+            )
+
+    def redirect_to_dlq(self, ids: Sequence[int], reason: str) -> None:
+        """Mark rows to go to the dead-letter topic instead of their own, due at once."""
+        if not ids:
+            return
+        with Session(self.engine) as session, session.begin():
+            session.execute(
+                update(SpooledRecord)
+                .where(SpooledRecord.id.in_(ids))
+                .values(
+                    dlq_reason=reason[:2000],
+                    next_attempt_at=datetime.now(UTC),
+                    claimed_by=None,
+                    claimed_until=None,
+                )
+            )
