@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -40,9 +43,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "publisher started",
             extra={"brokers": settings.kafka_brokers, "serialization": settings.kafka_serialization},
         )
+        restore = _drain_on_sigterm(runtime)
         try:
             yield
         finally:
+            restore()
             left = await runtime.stop()
             if left:
                 logger.error("records not flushed at shutdown", extra={"records": left})
@@ -63,3 +68,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app
     ).expose(app, endpoint="/metrics/prometheus", tags=["operations"], summary="Prometheus metrics")
     return app
+
+
+def _drain_on_sigterm(runtime: Runtime) -> Callable[[], None]:
+    """On SIGTERM, run `runtime.drain()` before handing the signal on to the server (uvicorn).
+
+    Only in the main thread's loop (the server's); returns a function that puts things back.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    server_handler = signal.getsignal(signal.SIGTERM)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def drain_then_stop() -> None:
+        logger.info("SIGTERM: draining before shutdown")
+        await runtime.drain()
+        if callable(server_handler):
+            server_handler(signal.SIGTERM, None)
+
+    def on_sigterm() -> None:
+        if not runtime.shutting_down:
+            task = loop.create_task(drain_then_stop())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+
+    def restore() -> None:
+        loop.remove_signal_handler(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, server_handler)
+
+    return restore

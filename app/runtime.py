@@ -122,6 +122,17 @@ class Runtime:
         await self.producer.start()
         self.relay.start()
 
+    async def drain(self) -> None:
+        """After SIGTERM: refuse new events (503, not ready), let in-flight records finish within
+        SHUTDOWN_FLUSH_TIMEOUT, and spool whatever Kafka has not acknowledged by then."""
+        self.shutting_down = True
+        await asyncio.sleep(self.settings.shutdown_drain_delay.total_seconds())
+        self.publisher.draining = True
+        left = await self.producer.flush(self.settings.shutdown_flush_timeout.total_seconds())
+        if left:
+            self.producer.purge()
+        await self.publisher.idle.wait()  # their requests are spooling the purged records
+
     async def stop(self) -> int:
         """Stop the relay, flush the producer (bounded); returns records left unflushed."""
         self.shutting_down = True

@@ -172,6 +172,18 @@ class AsyncProducer:
             return False
         return True
 
+    async def flush(self, seconds: float) -> int:
+        """Wait (bounded) until queued records are acknowledged; returns how many are still queued."""
+        producer = self._producer
+        if producer is None:
+            return 0
+        return int(await asyncio.to_thread(producer.flush, seconds))
+
+    def purge(self) -> None:
+        """Fail every queued record now (their requests see an outage and spool them)."""
+        if self._producer is not None:
+            self._producer.purge(in_queue=True, in_flight=False, blocking=False)
+
     async def close(self, flush_seconds: float) -> int:
         """Flush what is queued (bounded by `flush_seconds`), stop polling; returns records left unsent."""
         producer = self._producer

@@ -110,6 +110,9 @@ class EventPublisher:
         self._max_record_bytes = max_record_bytes
         self._max_in_flight = max_in_flight
         self.in_flight = 0
+        self.idle = asyncio.Event()  # set while no request awaits Kafka
+        self.idle.set()
+        self.draining = False  # set at shutdown: no more retries, what is not acknowledged is spooled
 
     async def publish(
         self, event: BaseEvent, traceparent: str | None = None, *, spool_only: bool = False
@@ -139,10 +142,13 @@ class EventPublisher:
             ]
 
         self.in_flight += len(records)
+        self.idle.clear()
         try:
             return await self._publish_records(events, routes, records, spool_only)
         finally:
             self.in_flight -= len(records)
+            if not self.in_flight:
+                self.idle.set()
 
     async def _publish_records(
         self, events: Sequence[BaseEvent], routes: list[Route], records: list[OutRecord], spool_only: bool
@@ -241,7 +247,8 @@ class EventPublisher:
                     retry_now = await self._send_once(pending, failures, result, deadline)
                     attempt = max((record.attempts for record in retry_now), default=0)
                     wait = self.retry.delay(attempt)
-                    if not retry_now or attempt > self.retry.retries or time.monotonic() + wait >= deadline:
+                    out_of_time = time.monotonic() + wait >= deadline
+                    if not retry_now or attempt > self.retry.retries or out_of_time or self.draining:
                         result.outage += [(record, _spool_reason(record)) for record in retry_now]
                         break
                     await asyncio.sleep(wait)

@@ -1,0 +1,106 @@
+"""The spool table on SQLite and PostgreSQL: order, capacity, claims with leases, migrations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import inspect
+
+from app.spool import migrations
+from app.spool.database import DatabaseNotMigratedError, check_schema, create_database_engine
+from app.spool.store import NewRecord, SpoolFullError, SpoolStore
+
+pytestmark = pytest.mark.integration
+
+
+def _record(n: int, key: bytes = b"user-1") -> NewRecord:
+    return NewRecord(
+        event_id=f"00000000-0000-0000-0000-{n:012d}",
+        topic="user.attempts",
+        key=key,
+        value=bytes([0, 255, n % 256]) + b"payload",
+        headers=[("event_id", f"id-{n}"), ("content_type", "application/json")],
+        reason="test",
+    )
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[SpoolStore]:
+    engine = create_database_engine(database_url)
+    yield SpoolStore(engine, max_records=10)
+    engine.dispose()
+
+
+def test_records_come_back_in_order_byte_for_byte(store: SpoolStore) -> None:
+    store.add([_record(n) for n in range(5)])
+
+    rows = store.claim_due("me", limit=10, lease=timedelta(seconds=30))
+
+    assert [row.event_id[-1] for row in rows] == ["0", "1", "2", "3", "4"]
+    assert rows[2].value == bytes([0, 255, 2]) + b"payload"
+    assert rows[2].key == b"user-1"
+    assert rows[2].headers == [["event_id", "id-2"], ["content_type", "application/json"]]
+    assert store.stats().depth == 5
+    assert store.stats().oldest is not None
+
+
+def test_capacity_is_a_hard_bound(store: SpoolStore) -> None:
+    store.add([_record(n) for n in range(8)])
+    with pytest.raises(SpoolFullError, match="limit is 10"):
+        store.add([_record(n) for n in range(3)])
+    assert store.stats().depth == 8
+
+
+def test_claimed_rows_are_not_claimed_again_until_the_lease_ends(store: SpoolStore) -> None:
+    store.add([_record(n) for n in range(4)])
+
+    first = store.claim_due("a", limit=2, lease=timedelta(seconds=30))
+    second = store.claim_due("b", limit=10, lease=timedelta(seconds=30))
+    expired = store.claim_due("c", limit=10, lease=timedelta(seconds=-1))
+
+    assert [row.id for row in first] == sorted(row.id for row in first)
+    assert not {row.id for row in first} & {row.id for row in second}
+    assert len(first) + len(second) == 4
+    assert expired == []  # everything is held by a live lease
+    # A negative lease is an already-expired claim: the next relay takes those rows over.
+    store.add([_record(9)])
+    crashed = store.claim_due("crashed", limit=1, lease=timedelta(seconds=-1))
+    assert [row.event_id for row in store.claim_due("d", limit=10, lease=timedelta(seconds=30))] == [
+        crashed[0].event_id
+    ]
+
+
+def test_delete_release_and_redirect(store: SpoolStore) -> None:
+    store.add([_record(n) for n in range(3)])
+    rows = store.claim_due("me", limit=10, lease=timedelta(seconds=30))
+
+    store.delete([rows[0].id])
+    store.release([rows[1].id], "broker down", datetime.now(UTC) + timedelta(hours=1))
+    store.redirect_to_dlq([rows[2].id], "MSG_SIZE_TOO_LARGE")
+
+    due = store.claim_due("me2", limit=10, lease=timedelta(seconds=30))
+    assert [row.id for row in due] == [rows[2].id]
+    assert due[0].dlq_reason == "MSG_SIZE_TOO_LARGE"
+    assert store.stats().depth == 2
+
+
+def test_keys_with_backlog(store: SpoolStore) -> None:
+    store.add([_record(1, b"alice"), _record(2, b"bob")])
+    assert store.keys_with_backlog([b"alice", b"carol"]) == {b"alice"}
+    assert store.keys_with_backlog([]) == set()
+
+
+def test_migrations_go_down_and_up_again(database_url: str) -> None:
+    engine = create_database_engine(database_url)
+    check_schema(engine)
+
+    migrations.downgrade(database_url, "base")
+    assert "spooled_records" not in inspect(engine).get_table_names()
+    with pytest.raises(DatabaseNotMigratedError, match="alembic upgrade head"):
+        check_schema(engine)
+
+    migrations.upgrade(database_url)
+    check_schema(engine)
+    engine.dispose()
