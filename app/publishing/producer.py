@@ -22,6 +22,18 @@ from app.publishing.errors import DeliveryError, QueueFullError
 
 logger = logging.getLogger(__name__)
 
+# Delivery errors after which this producer instance will never deliver again (shared/BROKER.md:
+# after a stalled broker, every delivery of an idempotent producer fails with PRODUCER_FENCED).
+PRODUCER_DEAD_CODES = frozenset(
+    {
+        KafkaError._FATAL,
+        KafkaError._FENCED,
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.UNKNOWN_PRODUCER_ID,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+    }
+)
 ERROR_LOG_INTERVAL = 10.0  # seconds between two log lines for the same kind of client error
 
 Headers = Sequence[tuple[str, str | bytes | None]]
@@ -136,6 +148,8 @@ class AsyncProducer:
         def on_delivery(error: KafkaError | None, message: Message) -> None:
             # Runs on the poll thread: hand the outcome to the loop, never touch the future here.
             if error is not None:
+                if error.fatal() or error.code() in PRODUCER_DEAD_CODES:
+                    self._fatal(error.str())
                 outcome: DeliveryReport | DeliveryError = DeliveryError.from_kafka(topic, error)
             else:
                 outcome = DeliveryReport(

@@ -159,6 +159,11 @@ class SpoolRelay:
         for row, error in failed:
             retry_at = datetime.now(UTC) + timedelta(seconds=self.retry.delay(row.attempts + 1))
             await asyncio.to_thread(self.spool.store.release, [row.id], str(error), retry_at)
+        if failed:
+            logger.warning(
+                "spool relay: records not delivered, will retry",
+                extra={"records": len(failed), "reason": str(failed[0][1])},
+            )
         if done:
             self.metrics.record_relayed(len(done))
             self.spool.depth_hint = max(0, self.spool.depth_hint - len(done))

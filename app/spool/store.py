@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, delete, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from app.spool.schema import SpooledRecord
 
@@ -99,11 +99,22 @@ class SpoolStore:
     def claim_due(self, owner: str, limit: int, lease: timedelta) -> list[SpooledRecord]:
         """Claim up to `limit` due, unclaimed rows in spool order, for `lease`; returns them detached."""
         now = datetime.now(UTC)
+        earlier = aliased(SpooledRecord)
+        # A row waits while an older row of the same key is not due or is held by another relay:
+        # each key's records reach Kafka in the order they were spooled.
+        blocked_by_older_row = (
+            select(earlier.id)
+            .where(earlier.key == SpooledRecord.key)
+            .where(earlier.id < SpooledRecord.id)
+            .where((earlier.next_attempt_at > now) | (earlier.claimed_until >= now))
+            .exists()
+        )
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
             candidates = (
                 select(SpooledRecord.id)
                 .where(SpooledRecord.next_attempt_at <= now)
                 .where((SpooledRecord.claimed_until.is_(None)) | (SpooledRecord.claimed_until < now))
+                .where(~blocked_by_older_row)
                 .order_by(SpooledRecord.id)
                 .limit(limit)
             )

@@ -54,7 +54,7 @@ def test_capacity_is_a_hard_bound(store: SpoolStore) -> None:
 
 
 def test_claimed_rows_are_not_claimed_again_until_the_lease_ends(store: SpoolStore) -> None:
-    store.add([_record(n) for n in range(4)])
+    store.add([_record(n, key=f"user-{n}".encode()) for n in range(4)])
 
     first = store.claim_due("a", limit=2, lease=timedelta(seconds=30))
     second = store.claim_due("b", limit=10, lease=timedelta(seconds=30))
@@ -65,7 +65,7 @@ def test_claimed_rows_are_not_claimed_again_until_the_lease_ends(store: SpoolSto
     assert len(first) + len(second) == 4
     assert expired == []  # everything is held by a live lease
     # A negative lease is an already-expired claim: the next relay takes those rows over.
-    store.add([_record(9)])
+    store.add([_record(9, key=b"user-9")])
     crashed = store.claim_due("crashed", limit=1, lease=timedelta(seconds=-1))
     assert [row.event_id for row in store.claim_due("d", limit=10, lease=timedelta(seconds=30))] == [
         crashed[0].event_id
@@ -73,7 +73,7 @@ def test_claimed_rows_are_not_claimed_again_until_the_lease_ends(store: SpoolSto
 
 
 def test_delete_release_and_redirect(store: SpoolStore) -> None:
-    store.add([_record(n) for n in range(3)])
+    store.add([_record(n, key=f"user-{n}".encode()) for n in range(3)])
     rows = store.claim_due("me", limit=10, lease=timedelta(seconds=30))
 
     store.delete([rows[0].id])
@@ -104,3 +104,17 @@ def test_migrations_go_down_and_up_again(database_url: str) -> None:
     migrations.upgrade(database_url)
     check_schema(engine)
     engine.dispose()
+
+
+def test_a_key_waits_behind_its_older_records(store: SpoolStore) -> None:
+    store.add([_record(1, b"alice"), _record(2, b"alice"), _record(3, b"bob")])
+    first = store.claim_due("a", limit=1, lease=timedelta(seconds=30))
+    assert first[0].event_id.endswith("1")
+
+    # alice's second record waits while her first is claimed; bob's is free.
+    second = store.claim_due("b", limit=10, lease=timedelta(seconds=30))
+    assert [row.event_id[-1] for row in second] == ["3"]
+
+    # alice's first failed and waits for a retry: her second still waits behind it.
+    store.release([first[0].id], "broker down", datetime.now(UTC) + timedelta(hours=1))
+    assert store.claim_due("c", limit=10, lease=timedelta(seconds=30)) == []

@@ -1,0 +1,114 @@
+"""A bounded client that keeps posting while a test breaks things, and the checks on what arrived."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import httpx
+import orjson
+
+from tests.kafka_helpers import Record
+
+
+@dataclass
+class Traffic:
+    """What a Poster sent and what it was told."""
+
+    accepted: dict[str, tuple[str, int]] = field(default_factory=dict)  # event_id -> (user, seq)
+    refused: list[int] = field(default_factory=list)  # status codes of 429/503 answers
+    statuses: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    missing_retry_after: int = 0
+
+
+class Poster:
+    """Posts activity events, one user per task, each user's events in sequence (`metadata.seq`)."""
+
+    def __init__(self, client: httpx.AsyncClient, users: list[str], pause: float = 0.02) -> None:
+        self.client = client
+        self.users = users
+        self.pause = pause
+        self.traffic = Traffic()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._seq: dict[str, int] = defaultdict(int)
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._tasks = [asyncio.create_task(self._post_for(user)) for user in self.users]
+
+    async def stop(self) -> Traffic:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+        return self.traffic
+
+    async def run_for(self, seconds: float) -> None:
+        self.start()
+        await asyncio.sleep(seconds)
+        await self.stop()
+
+    async def _post_for(self, user: str) -> None:
+        while not self._stop.is_set():
+            seq = self._seq[user]
+            event = {
+                "user_id": user,
+                "occurred_at": "2026-11-24T12:00:00Z",
+                "activity_type": "step",
+                "metadata": {"seq": str(seq)},
+            }
+            try:
+                response = await self.client.post("/v1/events/activities", json=event, timeout=30)
+            except httpx.TransportError:
+                continue
+            self.traffic.statuses[str(response.status_code)] += 1
+            if response.status_code in (200, 202):
+                body = response.json()
+                self.traffic.accepted[body["event_id"]] = (user, seq)
+                self._seq[user] += 1
+            elif response.status_code in (429, 503):
+                self.traffic.refused.append(response.status_code)
+                if "Retry-After" not in response.headers:
+                    self.traffic.missing_retry_after += 1
+            else:
+                raise AssertionError(f"unexpected answer {response.status_code}: {response.text}")
+            await asyncio.sleep(self.pause)
+
+
+@dataclass
+class Arrival:
+    """How the accepted events turned up in Kafka."""
+
+    missing: set[str]
+    duplicates: int
+    order_violations: list[str]
+
+
+def check_arrival(accepted: dict[str, tuple[str, int]], records: list[Record]) -> Arrival:
+    """Every accepted event present (by event_id), duplicates counted, per-user order of first occurrences."""
+    seen: set[str] = set()
+    duplicates = 0
+    first_by_user: dict[str, list[int]] = defaultdict(list)
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        event_id = record.headers["event_id"].decode()
+        if event_id in seen:
+            duplicates += 1
+            continue
+        seen.add(event_id)
+        value = orjson.loads(record.value)
+        first_by_user[value["user_id"]].append(int(value["metadata"]["seq"]))
+    violations = [f"{user}: {seqs}" for user, seqs in first_by_user.items() if seqs != sorted(seqs)]
+    return Arrival(missing=set(accepted) - seen, duplicates=duplicates, order_violations=violations)
+
+
+async def wait_until_spool_empty(client: httpx.AsyncClient, timeout: float) -> dict[str, object]:
+    """Poll /metrics/publisher until the spool is empty (bounded); returns the last snapshot."""
+    deadline = time.monotonic() + timeout
+    while True:
+        metrics: dict[str, object] = (await client.get("/metrics/publisher")).json()
+        spool = metrics["spool"]
+        assert isinstance(spool, dict)
+        if spool["depth"] == 0 or time.monotonic() > deadline:
+            return metrics
+        await asyncio.sleep(0.25)
