@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import orjson
@@ -102,11 +103,11 @@ def check_arrival(accepted: dict[str, tuple[str, int]], records: list[Record]) -
     return Arrival(missing=set(accepted) - seen, duplicates=duplicates, order_violations=violations)
 
 
-async def wait_until_spool_empty(client: httpx.AsyncClient, timeout: float) -> dict[str, object]:
-    """Poll /metrics/publisher until the spool is empty (bounded); returns the last snapshot."""
-    deadline = time.monotonic() + timeout
+async def wait_until_spool_empty(client: httpx.AsyncClient, within: float) -> dict[str, Any]:
+    """Poll /metrics/publisher until the spool is empty (at most `within` s); returns the last snapshot."""
+    deadline = time.monotonic() + within
     while True:
-        metrics: dict[str, object] = (await client.get("/metrics/publisher")).json()
+        metrics: dict[str, Any] = (await client.get("/metrics/publisher")).json()
         spool = metrics["spool"]
         assert isinstance(spool, dict)
         if spool["depth"] == 0 or time.monotonic() > deadline:
