@@ -119,6 +119,7 @@ class Runtime:
         """Check the database schema, start the producer and the relay."""
         await asyncio.to_thread(check_schema, self.engine)
         await self.spool.refresh()
+        await self.relay.release_dead_claims()
         await self.producer.start()
         self.relay.start()
 

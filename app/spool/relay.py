@@ -51,7 +51,7 @@ class SpoolRelay:
         self.metrics = metrics
         self.retry = retry
         self.dlq_topic = dlq_topic
-        self.owner = f"{socket.gethostname()}:{os.getpid()}"[:64]
+        self.owner = f"{socket.gethostname()[:50]}:{os.getpid()}"
         self._interval = interval
         self._batch_size = batch_size
         self._lease = lease
@@ -63,6 +63,17 @@ class SpoolRelay:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="spool-relay")
+
+    async def release_dead_claims(self) -> int:
+        """Free rows claimed by relays of this host whose process is gone (a SIGKILLed worker):
+        they need not wait for SPOOL_CLAIM_LEASE. Claims of other hosts wait for their lease."""
+        owners = await asyncio.to_thread(self.spool.store.claim_owners)
+        host = socket.gethostname()[:50]
+        dead = [owner for owner in owners if _is_dead_local_owner(owner, host)]
+        released = await asyncio.to_thread(self.spool.store.release_claims_of, dead)
+        if released:
+            logger.warning("released claims of dead relays", extra={"owners": dead, "records": released})
+        return released
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -166,7 +177,7 @@ class SpoolRelay:
             )
         if done:
             self.metrics.record_relayed(len(done))
-            self.spool.depth_hint = max(0, self.spool.depth_hint - len(done))
+            self.spool.removed(len(done))
             logger.info("spool relayed", extra={"records": len(done), "failed": len(failed)})
         outage = next((str(error) for _, error in failed if error.retriable), "")
         return len(done), outage
@@ -174,3 +185,16 @@ class SpoolRelay:
     def _expired(self, row: SpooledRecord, now: datetime) -> bool:
         created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
         return now - created > self._max_age or row.attempts >= self._max_attempts
+
+
+def _is_dead_local_owner(owner: str, host: str) -> bool:
+    owner_host, _, pid = owner.rpartition(":")
+    if owner_host != host or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, owned by another user
+        return False
+    return False

@@ -135,6 +135,27 @@ class SpoolStore:
             )
         return rows
 
+    def claim_owners(self) -> set[str]:
+        """Who holds claims right now (`host:pid` of each relay)."""
+        with Session(self.engine) as session:
+            owners = session.scalars(
+                select(SpooledRecord.claimed_by).where(SpooledRecord.claimed_by.is_not(None)).distinct()
+            )
+            return {owner for owner in owners if owner}
+
+    def release_claims_of(self, owners: Iterable[str]) -> int:
+        """Free the rows claimed by relays known to be dead, without waiting for their lease."""
+        wanted = list(owners)
+        if not wanted:
+            return 0
+        with Session(self.engine) as session, session.begin():
+            result = session.execute(
+                update(SpooledRecord)
+                .where(SpooledRecord.claimed_by.in_(wanted))
+                .values(claimed_by=None, claimed_until=None)
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
     def delete(self, ids: Sequence[int]) -> None:
         """Remove delivered rows (only after Kafka acknowledged them)."""
         if not ids:

@@ -13,8 +13,8 @@ import httpx
 import orjson
 import pytest
 
-from app.devbroker import free_port, port_open
-from tests.conftest import attempt, topic_settings
+from app.devbroker import DevBroker, free_port, port_open
+from tests.conftest import activity_event, attempt, topic_settings
 from tests.kafka_helpers import read_topic
 
 pytestmark = pytest.mark.integration
@@ -28,13 +28,15 @@ def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def _wait_ready(port: int, process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+def _wait_ready(
+    port: int, process: subprocess.Popen[bytes], log: Path, timeout: float = 30, probe: str = "/readyz"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"service exited with {process.returncode}: {log.read_text()}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}{probe}", timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -110,3 +112,75 @@ def test_without_kafka_brokers_the_service_starts_and_stops_its_own_dev_broker(
     finally:
         assert _stop(process) == 0
     assert not port_open(broker_port), "the development broker outlived the service"
+
+
+def test_spooled_events_survive_a_killed_service(service_port: int, tmp_path: Path, sqlite_url: str) -> None:
+    broker_port = free_port()  # nothing listens there yet: Kafka is down
+    topics = {key.upper(): value for key, value in topic_settings(f"kill{service_port}").items()}
+    env = _env(
+        KAFKA_BROKERS=f"127.0.0.1:{broker_port}",
+        PORT=str(service_port),
+        DATABASE_URL=sqlite_url,
+        KAFKA_PRODUCER_TIMEOUT="1s",
+        **topics,
+    )
+    process = _start(env, tmp_path / "first.log")
+    accepted: list[str] = []
+    try:
+        _wait_ready(service_port, process, tmp_path / "first.log", probe="/healthz")
+        with httpx.Client(base_url=f"http://127.0.0.1:{service_port}", timeout=15) as client:
+            for n in range(20):
+                ack = "spool" if n % 2 else "kafka"
+                response = client.post(
+                    f"/v1/events/attempts?ack={ack}", json=attempt(user_id=f"k{n % 4}", quality=1)
+                )
+                assert response.status_code == 202, response.text
+                assert response.json()["status"] == "spooled"
+                accepted.append(response.json()["event_id"])
+    finally:
+        process.kill()  # SIGKILL: no shutdown hook runs
+        process.wait(timeout=10)
+
+    with DevBroker(broker_port, log_path=tmp_path / "broker.log"):
+        process = _start(env, tmp_path / "second.log")
+        try:
+            _wait_ready(service_port, process, tmp_path / "second.log")
+            records = read_topic(
+                f"127.0.0.1:{broker_port}", topics["KAFKA_TOPIC_ATTEMPTS"], expected=20, timeout=60
+            )
+        finally:
+            assert _stop(process) == 0
+    assert {record.headers["event_id"].decode() for record in records} == set(accepted)
+
+
+def test_sigterm_drains_then_exits(
+    kafka_bootstrap: str, service_port: int, tmp_path: Path, sqlite_url: str
+) -> None:
+    topics = {key.upper(): value for key, value in topic_settings(f"term{service_port}").items()}
+    env = _env(
+        KAFKA_BROKERS=kafka_bootstrap,
+        PORT=str(service_port),
+        DATABASE_URL=sqlite_url,
+        SHUTDOWN_DRAIN_DELAY="1500ms",
+        **topics,
+    )
+    process = _start(env, tmp_path / "service.log")
+    try:
+        _wait_ready(service_port, process, tmp_path / "service.log")
+        with httpx.Client(base_url=f"http://127.0.0.1:{service_port}", timeout=15) as client:
+            accepted = [
+                client.post("/v1/events/activities", json=activity_event(user_id=f"t{n}")).json()["event_id"]
+                for n in range(10)
+            ]
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            assert client.get("/readyz").status_code == 503
+            refused = client.post("/v1/events/activities", json=activity_event())
+            assert refused.status_code == 503
+            assert refused.json()["code"] == "shutting_down"
+            assert "Retry-After" in refused.headers
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
+    finally:
+        _stop(process)
+    records = read_topic(kafka_bootstrap, topics["KAFKA_TOPIC_ACTIVITIES"], expected=10)
+    assert {record.headers["event_id"].decode() for record in records} == set(accepted)

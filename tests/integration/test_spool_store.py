@@ -118,3 +118,14 @@ def test_a_key_waits_behind_its_older_records(store: SpoolStore) -> None:
     # alice's first failed and waits for a retry: her second still waits behind it.
     store.release([first[0].id], "broker down", datetime.now(UTC) + timedelta(hours=1))
     assert store.claim_due("c", limit=10, lease=timedelta(seconds=30)) == []
+
+
+def test_claims_of_a_dead_relay_can_be_released_at_once(store: SpoolStore) -> None:
+    store.add([_record(1, b"a"), _record(2, b"b")])
+    store.claim_due("host:999999", limit=1, lease=timedelta(minutes=10))
+    assert store.claim_owners() == {"host:999999"}
+
+    assert store.release_claims_of(["host:999999"]) == 1
+
+    assert store.claim_owners() == set()
+    assert len(store.claim_due("host:1", limit=10, lease=timedelta(seconds=30))) == 2
