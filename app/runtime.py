@@ -68,6 +68,8 @@ class Runtime:
         metrics.queue_length.set_function(producer.queue_length)
         engine = create_database_engine(settings.sqlalchemy_url)
         spool = Spool(SpoolStore(engine, settings.spool_max_records), on_added=metrics.record_spooled)
+        metrics.spool_depth.set_function(lambda: spool.stats.depth)
+        metrics.spool_oldest_age.set_function(lambda: spool.stats.oldest_age_seconds())
         retry = RetryPolicy(
             retries=settings.kafka_producer_retries,
             initial_delay=settings.kafka_retry_initial_delay.total_seconds(),

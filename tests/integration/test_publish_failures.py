@@ -137,3 +137,16 @@ async def test_full_producer_queue_answers_429_with_retry_after(
     assert set(codes) == {"queue_full"}
     assert response.headers["Retry-After"] == "1"
     assert metrics["events_rejected"]["queue_full"] == len(codes)
+
+
+async def test_in_flight_bound_refuses_with_429_instead_of_buffering(make_settings: SettingsFactory) -> None:
+    settings = make_settings(max_in_flight_records=3)
+    async with running(create_app(settings)) as client:
+        batch = {"events": [{"event_type": "activity", **activity_event()} for _ in range(4)]}
+        too_many = await client.post("/v1/events/batch", json=batch)
+        single = await client.post("/v1/events/activities", json=activity_event())
+
+    assert too_many.status_code == 207
+    assert {item["errors"][0]["code"] for item in too_many.json()["results"]} == {"queue_full"}
+    assert too_many.headers["Retry-After"] == "1"
+    assert single.status_code == 202
