@@ -137,3 +137,13 @@ def test_service_refuses_to_start_with_a_bad_value() -> None:
     assert result.stderr.strip().splitlines() == [
         "invalid setting KAFKA_COMPRESSION_TYPE='brotli': Input should be 'none', 'gzip', 'snappy', 'lz4' or 'zstd'"
     ]
+
+
+def test_env_example_lists_every_setting() -> None:
+    from app.config.settings import Settings
+
+    listed = (ROOT / ".env.example").read_text()
+    # KAFKA_PRODUCER_CONFIG is a prefix (KAFKA_PRODUCER_CONFIG__<NAME>=), shown with examples.
+    missing = [name.upper() for name in Settings.model_fields if f"{name.upper()}=" not in listed]
+    missing = [name for name in missing if f"# {name}__" not in listed]
+    assert missing == [], f".env.example lacks {missing}"
