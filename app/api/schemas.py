@@ -13,6 +13,18 @@ ItemStatus = Literal["accepted", "spooled", "unrouted", "duplicate", "rejected"]
 class EventAccepted(BaseModel):
     """The answer to one event the service took."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_id": "7b78d6bb-5f24-47f7-a34a-45a222347f25",
+                    "status": "accepted",
+                    "topics": ["ml.training_events", "user.attempts"],
+                }
+            ]
+        }
+    )
+
     event_id: uuid.UUID
     status: Literal["accepted", "spooled", "unrouted", "duplicate"] = Field(
         description="`accepted`: Kafka acknowledged it in every topic listed; `spooled`: durable in the "
@@ -47,6 +59,41 @@ class BatchItemResult(BaseModel):
 
 class BatchResult(BaseModel):
     """Per-item results, in request order, with counts."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "accepted": 1,
+                    "spooled": 0,
+                    "unrouted": 0,
+                    "duplicate": 0,
+                    "rejected": 1,
+                    "results": [
+                        {
+                            "index": 0,
+                            "status": "accepted",
+                            "event_id": "0b6f1c9e-3c55-4d0f-9a43-43f1c0f6a2aa",
+                            "topics": ["user.activities"],
+                        },
+                        {
+                            "index": 1,
+                            "status": "rejected",
+                            "topics": [],
+                            "errors": [
+                                {
+                                    "code": "validation_error",
+                                    "field": "quality",
+                                    "message": "Input should be less than or equal to 5",
+                                    "retriable": False,
+                                }
+                            ],
+                        },
+                    ],
+                }
+            ]
+        }
+    )
 
     accepted: int
     spooled: int
@@ -95,6 +142,24 @@ class BatchRequest(BaseModel):
 
 class ErrorBody(BaseModel):
     """An error answer: what went wrong, a machine-readable code, and whether to retry."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "detail": [
+                        {
+                            "field": "quality",
+                            "message": "Input should be less than or equal to 5",
+                            "type": "less_than_equal",
+                        }
+                    ],
+                    "code": "validation_error",
+                    "retriable": False,
+                }
+            ]
+        }
+    )
 
     detail: Any
     code: str

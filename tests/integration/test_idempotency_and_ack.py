@@ -120,3 +120,33 @@ async def test_unknown_ack_level_is_422(service: tuple[httpx.AsyncClient, Settin
     response = await client.post("/v1/events/activities?ack=maybe", json=activity_event())
     assert response.status_code == 422
     assert response.json()["detail"][0]["field"] == "ack"
+
+
+async def test_full_spool_answers_503_with_retry_after(make_settings: SettingsFactory) -> None:
+    # A relay interval longer than the test keeps the two records in the spool.
+    settings = make_settings(spool_max_records=2, spool_relay_interval="1m")
+    async with running(create_app(settings)) as client:
+        answers = [
+            await client.post("/v1/events/activities?ack=spool", json=activity_event(user_id=f"s{n}"))
+            for n in range(3)
+        ]
+
+    assert [answer.status_code for answer in answers] == [202, 202, 503]
+    assert answers[2].json()["code"] == "spool_full"
+    assert answers[2].json()["retriable"] is True
+    assert int(answers[2].headers["Retry-After"]) >= 1
+
+
+async def test_records_past_the_spool_age_go_to_the_dlq(make_settings: SettingsFactory) -> None:
+    settings = make_settings(spool_max_age="1ms", spool_relay_interval="100ms")
+    async with running(create_app(settings)) as client:
+        response = await client.post("/v1/events/activities?ack=spool", json=activity_event(user_id="late"))
+        assert response.json()["status"] == "spooled"
+        metrics = await wait_until_spool_empty(client, within=30)
+
+    assert metrics["events_dlq"] == 1
+    (record,) = read_topic(settings.kafka_brokers, settings.kafka_topic_dlq, expected=1)
+    assert record.headers["event_id"].decode() == response.json()["event_id"]
+    assert record.headers["dlq_reason"].startswith(b"spool_expired")
+    assert record.headers["original_topic"].decode() == settings.kafka_topic_activities
+    assert record.key == b"late"

@@ -91,6 +91,15 @@ async def test_openapi_documents_every_endpoint_with_examples(
         "/readyz",
     ]:
         assert path in paths, path
-    for name in ("AttemptEvent", "SessionEvent", "PlacementEvent", "ActivityEvent", "BatchRequest"):
+    for name in (
+        "AttemptEvent",
+        "SessionEvent",
+        "PlacementEvent",
+        "ActivityEvent",
+        "BatchRequest",
+        "EventAccepted",
+        "BatchResult",
+        "ErrorBody",
+    ):
         assert schema["components"]["schemas"][name].get("examples"), name
     assert (await client.get("/docs")).status_code == 200
