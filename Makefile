@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install run test lint typecheck unit integration proto proto-check clean
+.PHONY: install run test lint typecheck unit integration proto clean bench
 
 install: $(STAMP)
 
@@ -32,7 +32,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 typecheck: install
-	$(VENV)/bin/mypy app tests
+	$(VENV)/bin/mypy app tests bench
 
 unit: install
 	$(PY) -m pytest tests/unit
@@ -46,3 +46,8 @@ proto: install
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .run
+
+## bench: service vs bare FastAPI vs raw confluent-kafka, printed and written to bench/results/ (WORKERS=n)
+bench: install
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || (echo "install wrk" && false)
+	$(PY) bench/run.py $(BENCH_ARGS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import threading
@@ -22,6 +23,8 @@ from app.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
+GC_GEN0_THRESHOLD = 50_000
+
 DESCRIPTION = """
 Validates learning events (attempts, sessions, placements, activities), routes them by rules to Kafka
 topics and publishes them. A 2xx answer means Kafka acknowledged the event (`acks=all`).
@@ -39,6 +42,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
+        # Move everything built at start-up out of the collector's sight, and collect the young
+        # generation less often: with many small objects per request, gen-0 collections cost ~10%.
+        gc.freeze()
+        gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
         logger.info(
             "publisher started",
             extra={"brokers": settings.kafka_brokers, "serialization": settings.kafka_serialization},

@@ -12,12 +12,14 @@ from app.runtime import Runtime
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
 
-def get_runtime(request: Request) -> Runtime:
+# Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in a worker
+# thread, a thread hand-off per request that cost more than the whole rest of a request.
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def get_traceparent(
+async def get_traceparent(
     traceparent: Annotated[
         str | None, Header(description="W3C trace context; copied into the Kafka record headers.")
     ] = None,

@@ -42,6 +42,7 @@ class PublisherMetrics:
             ["topic"],
             registry=registry,
         )
+        self._published_by_topic: dict[str, Counter] = {}
         self._failed = Counter(
             "event_ingest_events_failed_total",
             "Records Kafka did not acknowledge, per topic and error.",
@@ -121,7 +122,11 @@ class PublisherMetrics:
     def record_published(self, topic: str, latency_seconds: float) -> None:
         self.events_published += 1
         self.per_topic[topic]["published"] += 1
-        self._published.labels(topic).inc()
+        # Per-record hot path: look the labelled child up once per topic, not on every record.
+        child = self._published_by_topic.get(topic)
+        if child is None:
+            child = self._published_by_topic[topic] = self._published.labels(topic)
+        child.inc()
         self._latency.observe(latency_seconds)
         latency_ms = latency_seconds * 1000
         previous = self.average_latency_ms

@@ -1,0 +1,344 @@
+"""`make bench`: our service against its two ceilings, in one run, on this machine.
+
+Starts a development broker, then for each configuration the service (WORKERS uvicorn workers) and
+wrk as the load generator; also a bare FastAPI endpoint (the HTTP stack's ceiling) and raw
+confluent-kafka produce (the client's ceiling). Prints a table and writes JSON to bench/results/.
+Everything runs on 127.0.0.1, every run is bounded in time, and everything started is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import httpx
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.devbroker import DevBroker, free_port  # noqa: E402
+from app.spool import migrations  # noqa: E402
+
+PYTHON = sys.executable
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Result:
+    """One measured scenario."""
+
+    name: str
+    target: str
+    mode: str
+    serialization: str
+    compression: str
+    connections: int
+    duration_s: float
+    requests_per_s: float
+    events_per_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    errors: int
+    rss_idle_mb: float | None = None
+    rss_load_mb: float | None = None
+    cpu_s_per_10k_events: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+def _tree(pid: int) -> list[int]:
+    pids, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        pids.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            queue += [int(child) for child in task.read_text().split()]
+    return pids
+
+
+def _rss_mb(pid: int) -> float:
+    """RSS of the workers (the supervisor too when there is only one process)."""
+    pids = _tree(pid)
+    workers = pids[1:] or pids
+    total = 0
+    for each in workers:
+        for line in Path(f"/proc/{each}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return round(total / 1024 / len(workers), 1)
+
+
+def _cpu_seconds(pid: int) -> float:
+    total = 0
+    for each in _tree(pid):
+        fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / TICKS
+
+
+@contextmanager
+def _process(args: list[str], env: dict[str, str], port: int, log: Path) -> Iterator[int]:
+    with open(log, "wb") as out:
+        process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{args} exited: {log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            raise RuntimeError(f"{args} not ready within 60s")
+        yield process.pid
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+# --- load ------------------------------------------------------------------------------------
+
+
+def _wrk(
+    port: int,
+    path: str,
+    mode: str,
+    batch: int,
+    seconds: float,
+    connections: int,
+    delay_ms: int,
+    workdir: Path,
+    pid: int | None = None,
+    samples: list[float] | None = None,
+) -> dict[str, Any]:
+    """Run wrk with the generated script; while it runs, sample the service's RSS into `samples`."""
+    script = workdir / f"{mode}-{delay_ms}.lua"
+    template = Template((ROOT / "bench" / "load.lua.tmpl").read_text())
+    script.write_text(template.substitute(MODE=mode, PATH=path, BATCH=batch, DELAY_MS=delay_ms))
+    command = [
+        "wrk", "-t", "2", "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--timeout", "10s",
+        "-s", str(script), f"http://127.0.0.1:{port}",
+    ]  # fmt: skip
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as wrk:
+        deadline = time.monotonic() + seconds + 30
+        while wrk.poll() is None and time.monotonic() < deadline:
+            if pid is not None and samples is not None:
+                samples.append(_rss_mb(pid))
+            time.sleep(0.5)
+        if wrk.poll() is None:
+            wrk.kill()
+        output, errors = wrk.communicate(timeout=10)
+    line = next((line for line in output.splitlines() if line.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result: {output} {errors}")
+    result: dict[str, Any] = orjson.loads(line.removeprefix("RESULT "))
+    return result
+
+
+def _measure(
+    name: str,
+    target: str,
+    pid: int,
+    port: int,
+    mode: str,
+    options: argparse.Namespace,
+    workdir: Path,
+    serialization: str = "json",
+    compression: str = "none",
+    delay_ms: int = 0,
+) -> Result:
+    path = "/v1/events/attempts" if mode == "single" else "/v1/events/batch"
+    batch = 1 if mode == "single" else 100
+    connections = options.connections
+    _wrk(port, path, mode, batch, options.warmup, connections, delay_ms, workdir)  # warm-up, not counted
+    idle = _rss_mb(pid)
+    cpu_before = _cpu_seconds(pid)
+    samples: list[float] = []
+    started = time.monotonic()
+    result = _wrk(port, path, mode, batch, options.duration, connections, delay_ms, workdir, pid, samples)
+    elapsed = time.monotonic() - started
+    cpu = _cpu_seconds(pid) - cpu_before
+    seconds = result["duration_us"] / 1e6
+    rps = result["requests"] / seconds
+    events = rps * batch
+    return Result(
+        name=name,
+        target=target,
+        mode=mode,
+        serialization=serialization,
+        compression=compression,
+        connections=connections,
+        duration_s=round(seconds, 2),
+        requests_per_s=round(rps),
+        events_per_s=round(events),
+        p50_ms=round(result["p50_us"] / 1000, 2),
+        p95_ms=round(result["p95_us"] / 1000, 2),
+        p99_ms=round(result["p99_us"] / 1000, 2),
+        errors=result["status_errors"] + result["connect_errors"] + result["timeouts"],
+        rss_idle_mb=idle,
+        rss_load_mb=max(samples) if samples else None,
+        cpu_s_per_10k_events=round(cpu / max(1.0, events * elapsed) * 10_000, 3),
+    )
+
+
+# --- scenarios -------------------------------------------------------------------------------
+
+
+def _service_env(bootstrap: str, database: str, port: int, workers: int, **settings: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("KAFKA_", "DATABASE_URL"))}
+    env.update(
+        KAFKA_BROKERS=bootstrap,
+        DATABASE_URL=database,
+        PORT=str(port),
+        WORKERS=str(workers),
+        LOG_LEVEL="warning",
+        **{key.upper(): value for key, value in settings.items()},
+    )
+    return env
+
+
+def run(options: argparse.Namespace) -> list[Result]:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: `apt-get install wrk` (make bench does it)")
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, DevBroker(free_port()) as broker:
+        workdir = Path(tmp)
+        configs = [("json", "none"), ("json", "zstd"), ("protobuf", "none"), ("protobuf", "zstd")]
+        if options.quick:
+            configs = configs[:1]
+        for serialization, compression in configs:
+            database = f"sqlite:///{workdir / f'{serialization}-{compression}.db'}"
+            migrations.upgrade(database)
+            port = free_port()
+            env = _service_env(
+                broker.bootstrap,
+                database,
+                port,
+                options.workers,
+                kafka_serialization=serialization,
+                kafka_compression_type=compression,
+            )
+            log = workdir / f"service-{serialization}-{compression}.log"
+            with _process([PYTHON, "-m", "app"], env, port, log) as pid:
+                for mode in ("single", "batch"):
+                    name = f"service {mode} {serialization}/{compression}"
+                    print(f"… {name}", file=sys.stderr)
+                    result = _measure(
+                        name, "service", pid, port, mode, options, workdir, serialization, compression
+                    )
+                    results.append(result)
+                    if (serialization, compression) == ("json", "none"):
+                        # Fixed rate at half the measured maximum: latency when not saturated.
+                        half = max(1.0, result.requests_per_s / 2)
+                        delay_ms = max(1, round(options.connections / half * 1000))
+                        name = f"service {mode} json/none at half rate"
+                        print(f"… {name}", file=sys.stderr)
+                        results.append(
+                            _measure(name, "service", pid, port, mode, options, workdir, delay_ms=delay_ms)
+                        )
+        port = free_port()
+        bare_env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        bare = [PYTHON, "-m", "uvicorn", "bench.bare_app:app", "--port", str(port), "--workers", str(options.workers),
+                "--log-level", "warning", "--no-access-log"]  # fmt: skip
+        with _process(bare, bare_env, port, workdir / "bare.log") as pid:
+            for mode in ("single", "batch"):
+                print(f"… bare FastAPI {mode}", file=sys.stderr)
+                results.append(_measure(f"bare FastAPI {mode}", "bare", pid, port, mode, options, workdir))
+        for serialization, compression in configs:
+            print(f"… raw produce {serialization}/{compression}", file=sys.stderr)
+            output = subprocess.run(
+                [PYTHON, str(ROOT / "bench" / "raw_produce.py"), broker.bootstrap, serialization, compression,
+                 str(options.duration)],
+                capture_output=True, text=True, timeout=options.duration + 60, check=True, cwd=ROOT,
+            ).stdout  # fmt: skip
+            raw = orjson.loads(output.strip().splitlines()[-1])
+            results.append(
+                Result(
+                    name=f"raw confluent-kafka produce {serialization}/{compression}",
+                    target="raw",
+                    mode="produce",
+                    serialization=serialization,
+                    compression=compression,
+                    connections=0,
+                    duration_s=raw["seconds"],
+                    requests_per_s=raw["records_per_s"],
+                    events_per_s=raw["records_per_s"],
+                    p50_ms=0.0,
+                    p95_ms=0.0,
+                    p99_ms=0.0,
+                    errors=0,
+                )
+            )
+    return results
+
+
+def _print(results: list[Result]) -> None:
+    by_name = {result.name: result for result in results}
+    header = f"{'scenario':44} {'events/s':>9} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'err':>4} {'RSS idle/load MB':>17} {'CPU s/10k':>9}"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        rss = f"{r.rss_idle_mb or 0:.0f}/{r.rss_load_mb or 0:.0f}" if r.rss_idle_mb else ""
+        cpu = f"{r.cpu_s_per_10k_events:.2f}" if r.cpu_s_per_10k_events is not None else ""
+        print(
+            f"{r.name:44} {r.events_per_s:9.0f} {r.requests_per_s:8.0f} {r.p50_ms:7.2f} {r.p95_ms:7.2f} {r.p99_ms:7.2f} {r.errors:4d} {rss:>17} {cpu:>9}"
+        )
+    print()
+    for mode in ("single", "batch"):
+        ours = by_name.get(f"service {mode} json/none")
+        bare = by_name.get(f"bare FastAPI {mode}")
+        raw = by_name.get("raw confluent-kafka produce json/none")
+        if ours and bare:
+            print(
+                f"{mode}: service / bare FastAPI requests = {ours.requests_per_s / max(1, bare.requests_per_s):.2f}"
+            )
+        if ours and raw:
+            print(
+                f"{mode}: service events / raw produce records = {ours.events_per_s / max(1, raw.events_per_s):.2f}"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_DURATION", 8)))
+    parser.add_argument("--warmup", type=float, default=float(os.environ.get("BENCH_WARMUP", 2)))
+    parser.add_argument("--connections", type=int, default=int(os.environ.get("BENCH_CONNECTIONS", 32)))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", 1)))
+    parser.add_argument("--quick", action="store_true", help="JSON without compression only")
+    options = parser.parse_args()
+    results = run(options)
+    _print(results)
+    out = ROOT / "bench" / "results" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine()}
+    settings = {key: value for key, value in vars(options).items()}
+    out.write_text(orjson.dumps({"machine": machine, "options": settings, "results": [asdict(r) for r in results]},
+                                option=orjson.OPT_INDENT_2).decode())  # fmt: skip
+    print(f"\nwritten to {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
