@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query
+from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 
+from app.api.batch_body import parse_batch
 from app.api.dependencies import RuntimeDep, TraceparentDep
 from app.api.errors import error_response
 from app.api.request_body import limited_body_route
 from app.api.responses import JsonResponse
-from app.api.schemas import BatchItemResult, BatchRequest, BatchResult, ErrorBody, EventAccepted, ItemError
+from app.api.schemas import BatchRequest, BatchResult, ErrorBody, EventAccepted
 from app.config.settings import Settings
 from app.events.models import ActivityEvent, AttemptEvent, BaseEvent, PlacementEvent, SessionEvent
 from app.ingest.service import AckLevel, ItemOutcome
@@ -160,9 +161,15 @@ def events_router(settings: Settings) -> APIRouter:
             422: {"model": ErrorBody, "description": 'The body is not a batch envelope `{"events": [...]}`.'},
             503: {"model": ErrorBody, "description": "Shutting down; retry after `Retry-After`."},
         },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": BatchRequest.model_json_schema()}},
+            }
+        },
     )
     async def ingest_batch(
-        batch: BatchRequest,
+        request: Request,
         runtime: RuntimeDep,
         traceparent: TraceparentDep,
         ack: AckQuery = None,
@@ -170,46 +177,47 @@ def events_router(settings: Settings) -> APIRouter:
     ) -> Response:
         """Many events of any type. Valid items are published even when others are not; order is kept.
         With an `Idempotency-Key`, a retried batch gets the first answer for items already taken."""
-        if len(batch.events) > max_batch:
-            raise HTTPException(413, f"batch has {len(batch.events)} events; the limit is {max_batch}")
+        # The body is parsed here rather than by FastAPI: an all-valid batch is parsed and
+        # validated from bytes in one pydantic-core call, several times faster than item by item.
+        items = parse_batch(await request.body(), max_batch)
         refused = _refuse_while_stopping(runtime)
         if refused is not None:
             return refused
         outcomes = await runtime.ingest.ingest_batch(
-            batch.events, idempotency_key, traceparent, ack or runtime.settings.ack_level
+            items, idempotency_key, traceparent, ack or runtime.settings.ack_level
         )
-        result = _batch_result(outcomes)
+        body = _batch_body(outcomes)
         retry_after = [o.failure.retry_after for o in outcomes if o.failure and o.failure.retry_after]
         headers = {"Retry-After": str(max(1, round(max(retry_after))))} if retry_after else None
-        status = 207 if result.rejected else 202
-        return JsonResponse(
-            result.model_dump(mode="json", exclude_none=True), status_code=status, headers=headers
-        )
+        status = 207 if body["rejected"] else 202
+        return JsonResponse(body, status_code=status, headers=headers)
 
     return router
 
 
-def _batch_result(outcomes: list[ItemOutcome]) -> BatchResult:
-    items = [_item_result(index, outcome) for index, outcome in enumerate(outcomes)]
-    counts = {
-        status: sum(1 for item in items if item.status == status)
-        for status in ("accepted", "spooled", "unrouted", "duplicate", "rejected")
-    }
-    return BatchResult(**counts, results=items)
-
-
-def _item_result(index: int, outcome: ItemOutcome) -> BatchItemResult:
-    errors: list[ItemError] | None = None
-    if outcome.validation_errors is not None:
-        errors = [
-            ItemError(
-                code="validation_error", retriable=False, field=error["field"], message=error["message"]
-            )
-            for error in outcome.validation_errors
-        ]
-    elif outcome.failure is not None:
-        failure = outcome.failure
-        errors = [ItemError(code=failure.code.value, message=failure.message, retriable=failure.retriable)]
-    return BatchItemResult(
-        index=index, status=outcome.status, event_id=outcome.event_id, topics=outcome.topics, errors=errors
-    )
+def _batch_body(outcomes: list[ItemOutcome]) -> dict[str, Any]:
+    """The BatchResult body, built as plain data (this runs once per item of every batch)."""
+    counts = dict.fromkeys(("accepted", "spooled", "unrouted", "duplicate", "rejected"), 0)
+    results = []
+    for index, outcome in enumerate(outcomes):
+        counts[outcome.status] += 1
+        item: dict[str, Any] = {"index": index, "status": outcome.status, "topics": outcome.topics}
+        if outcome.event_id is not None:
+            item["event_id"] = str(outcome.event_id)
+        if outcome.validation_errors is not None:
+            item["errors"] = [
+                {
+                    "code": "validation_error",
+                    "message": error["message"],
+                    "retriable": False,
+                    "field": error["field"],
+                }
+                for error in outcome.validation_errors
+            ]
+        elif outcome.failure is not None:
+            failure = outcome.failure
+            item["errors"] = [
+                {"code": failure.code.value, "message": failure.message, "retriable": failure.retriable}
+            ]
+        results.append(item)
+    return {**counts, "results": results}

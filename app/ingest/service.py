@@ -83,6 +83,9 @@ class IngestService:
         outcomes: list[ItemOutcome | None] = [None] * len(items)
         valid: list[tuple[int, BaseEvent]] = []
         for index, item in enumerate(items):
+            if isinstance(item, BaseEvent):  # validated already (an all-valid batch)
+                valid.append((index, item))
+                continue
             try:
                 valid.append((index, EVENT_ADAPTER.validate_python(item)))
             except ValidationError as exc:

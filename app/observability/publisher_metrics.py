@@ -32,7 +32,7 @@ class PublisherMetrics:
         self.events_duplicate = 0
         self.per_topic: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.average_latency_ms: float | None = None
-        self.last_publish_time: datetime | None = None
+        self.last_publish_epoch: float | None = None
         self.last_publish_monotonic: float | None = None
         self.recent = RollingCounts(window_seconds)
 
@@ -133,7 +133,7 @@ class PublisherMetrics:
         self.average_latency_ms = (
             latency_ms if previous is None else previous + EMA_ALPHA * (latency_ms - previous)
         )
-        self.last_publish_time = datetime.now(UTC)
+        self.last_publish_epoch = time.time()  # a float here; formatted only when shown
         self.last_publish_monotonic = time.monotonic()
         self.recent.add("published")
 
@@ -201,8 +201,8 @@ class PublisherMetrics:
             if self.average_latency_ms is None
             else round(self.average_latency_ms, 3),
             "last_publish_time": None
-            if self.last_publish_time is None
-            else self.last_publish_time.isoformat(),
+            if self.last_publish_epoch is None
+            else datetime.fromtimestamp(self.last_publish_epoch, UTC).isoformat(),
             "topics": {topic: dict(counts) for topic, counts in sorted(self.per_topic.items())},
         }
 

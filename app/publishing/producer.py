@@ -12,6 +12,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -65,7 +66,9 @@ class AsyncProducer:
         "_poll_thread",
         "_producer",
         "_replacing",
+        "_reports",
         "_running",
+        "_settle_scheduled",
         "replacements",
     )
 
@@ -82,6 +85,9 @@ class AsyncProducer:
         self._on_replaced = on_replaced
         self.replacements = 0
         self._last_logged: dict[str, float] = {}
+        # Delivery reports travel from librdkafka's callback threads to the loop through this deque.
+        self._reports: deque[tuple[asyncio.Future[DeliveryReport], DeliveryReport | DeliveryError]] = deque()
+        self._settle_scheduled = False
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -132,6 +138,14 @@ class AsyncProducer:
         # Fail the old instance's records (their callbacks settle the waiting requests) off the loop.
         threading.Thread(target=_drain, args=(old,), name="kafka-drain", daemon=True).start()
 
+    def _settle_reports(self) -> None:
+        """On the loop: resolve every waiting future whose delivery report has come in."""
+        self._settle_scheduled = False  # before draining, so a report appended meanwhile schedules again
+        reports = self._reports
+        while reports:
+            future, outcome = reports.popleft()
+            _settle(future, outcome)
+
     def produce(
         self, topic: str, value: bytes, key: bytes | None, headers: Headers
     ) -> asyncio.Future[DeliveryReport]:
@@ -158,7 +172,11 @@ class AsyncProducer:
                     offset=message.offset() or 0,
                     latency_seconds=time.perf_counter() - started,
                 )
-            loop.call_soon_threadsafe(_settle, future, outcome)
+            self._reports.append((future, outcome))
+            if not self._settle_scheduled:
+                # One loop wake-up per burst of reports, not one per record.
+                self._settle_scheduled = True
+                loop.call_soon_threadsafe(self._settle_reports)
 
         try:
             producer.produce(topic, value=value, key=key, headers=list(headers), on_delivery=on_delivery)

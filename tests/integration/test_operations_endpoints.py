@@ -96,10 +96,11 @@ async def test_openapi_documents_every_endpoint_with_examples(
         "SessionEvent",
         "PlacementEvent",
         "ActivityEvent",
-        "BatchRequest",
         "EventAccepted",
         "BatchResult",
         "ErrorBody",
     ):
         assert schema["components"]["schemas"][name].get("examples"), name
+    batch_body = paths["/v1/events/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert batch_body["examples"]
     assert (await client.get("/docs")).status_code == 200
