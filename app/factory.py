@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from prometheus_client import disable_created_metrics
+from prometheus_client import disable_created_metrics, multiprocess
 from prometheus_fastapi_instrumentator import Instrumentator
 
 from app.api import operations
@@ -56,6 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             restore()
             left = await runtime.stop()
+            if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # this worker's live gauges stop counting
+                multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
             if left:
                 logger.error("records not flushed at shutdown", extra={"records": left})
             logger.info("publisher stopped")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +41,16 @@ def kafka_for(settings: Settings) -> Iterator[str]:
         logger.info("development broker stopped", extra={"pid": broker.pid})
 
 
+def _prometheus_multiprocess_dir() -> None:
+    """Several workers: Prometheus figures must be the sum over all of them (prometheus-client's
+    multiprocess mode). The directory holds the values of this run only, so it starts empty."""
+    directory = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or ".run/prometheus")
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory.resolve())
+
+
 def main() -> None:
     try:
         settings = load_settings()
@@ -47,6 +58,8 @@ def main() -> None:
         print(exc, file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(settings.log_level, settings.log_format)
+    if settings.workers > 1:
+        _prometheus_multiprocess_dir()
     with kafka_for(settings) as bootstrap:
         # Worker processes read their settings from the environment again: hand them the broker.
         os.environ["KAFKA_BROKERS"] = bootstrap

@@ -65,11 +65,8 @@ class Runtime:
         producer = AsyncProducer(
             settings.librdkafka_config(), on_replaced=lambda reason: metrics.record_producer_restart()
         )
-        metrics.queue_length.set_function(producer.queue_length)
         engine = create_database_engine(settings.sqlalchemy_url)
         spool = Spool(SpoolStore(engine, settings.spool_max_records), on_added=metrics.record_spooled)
-        metrics.spool_depth.set_function(lambda: spool.stats.depth)
-        metrics.spool_oldest_age.set_function(lambda: spool.stats.oldest_age_seconds())
         retry = RetryPolicy(
             retries=settings.kafka_producer_retries,
             initial_delay=settings.kafka_retry_initial_delay.total_seconds(),
@@ -106,7 +103,14 @@ class Runtime:
             max_record_bytes=settings.kafka_message_max_bytes,
             max_in_flight=settings.max_in_flight_records,
         )
-        metrics.in_flight.set_function(lambda: publisher.in_flight)
+        metrics.bind_live_values(
+            {
+                metrics.queue_length: producer.queue_length,
+                metrics.in_flight: lambda: publisher.in_flight,
+                metrics.spool_depth: lambda: spool.stats.depth,
+                metrics.spool_oldest_age: spool.stats_oldest_age,
+            }
+        )
         idempotency: IdempotencyStore = (
             DatabaseIdempotencyStore(engine, settings.idempotency_window)
             if settings.idempotency_store == "database"

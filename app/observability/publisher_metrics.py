@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from app.observability.rolling import RollingCounts
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# prometheus-client decides this once, at import, from the environment (set by app.main for WORKERS > 1).
+MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
 EMA_ALPHA = 0.1  # weight of the newest latency sample in the moving average, as in the Go publisher
 
 
@@ -35,6 +38,7 @@ class PublisherMetrics:
         self.last_publish_epoch: float | None = None
         self.last_publish_monotonic: float | None = None
         self.recent = RollingCounts(window_seconds)
+        self._live: dict[Gauge, Callable[[], float]] = {}
 
         self._published = Counter(
             "event_ingest_events_published_total",
@@ -97,27 +101,54 @@ class PublisherMetrics:
             "Events answered `duplicate` (repeated client_attempt_id or Idempotency-Key).",
             registry=registry,
         )
+        # multiprocess_mode: how several workers' values combine (prometheus-client multiprocess
+        # mode, WORKERS > 1). The spool is shared, so its gauges take the maximum; queues add up.
         self.spool_depth = Gauge(
-            "event_ingest_spool_depth", "Records waiting in the spool.", registry=registry
+            "event_ingest_spool_depth",
+            "Records waiting in the spool.",
+            registry=registry,
+            multiprocess_mode="livemax",
         )
         self.spool_oldest_age = Gauge(
-            "event_ingest_spool_oldest_age_seconds", "Age of the oldest spooled record.", registry=registry
+            "event_ingest_spool_oldest_age_seconds",
+            "Age of the oldest spooled record.",
+            registry=registry,
+            multiprocess_mode="livemax",
         )
         self.in_flight = Gauge(
             "event_ingest_records_in_flight",
             "Records awaiting Kafka's acknowledgement in requests.",
             registry=registry,
+            multiprocess_mode="livesum",
         )
         self.breaker_state = Gauge(
             "event_ingest_circuit_breaker_state",
-            "Kafka delivery circuit breaker: 0 closed, 1 half-open, 2 open.",
+            "Kafka delivery circuit breaker: 0 closed, 1 half-open, 2 open (the worst worker's).",
             registry=registry,
+            multiprocess_mode="livemax",
         )
         self.queue_length = Gauge(
             "event_ingest_producer_queue_length",
             "Records waiting in the producer's queue for Kafka's acknowledgement.",
             registry=registry,
+            multiprocess_mode="livesum",
         )
+
+    def bind_live_values(self, live: dict[Gauge, Callable[[], float]]) -> None:
+        """Gauges whose value is read from the service's state.
+
+        One process: read at every scrape. Several workers (multiprocess mode): a scrape reads
+        the values files, not our objects, so `refresh_live_values` writes them (each relay round).
+        """
+        self._live = live
+        if not MULTIPROCESS:
+            for gauge, read in live.items():
+                gauge.set_function(read)
+
+    def refresh_live_values(self) -> None:
+        if MULTIPROCESS:
+            for gauge, read in self._live.items():
+                gauge.set(read())
 
     def record_published(self, topic: str, latency_seconds: float) -> None:
         self.events_published += 1

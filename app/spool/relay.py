@@ -98,6 +98,7 @@ class SpoolRelay:
     async def drain_once(self) -> int:
         """One round: refresh the stats, claim due rows, deliver them. Returns rows delivered."""
         stats = await self.spool.refresh()
+        self.metrics.refresh_live_values()
         if stats.depth == 0 or (self.breaker.state == "open" and self.breaker.retry_after() > 1.0):
             return 0
         rows = await asyncio.to_thread(self.spool.store.claim_due, self.owner, self._batch_size, self._lease)

@@ -38,6 +38,9 @@ class Spool:
             return set()
         return await asyncio.to_thread(self.store.keys_with_backlog, keys)
 
+    def stats_oldest_age(self) -> float:
+        return self.stats.oldest_age_seconds()
+
     async def refresh(self) -> SpoolStats:
         self.stats = await asyncio.to_thread(self.store.stats)
         return self.stats

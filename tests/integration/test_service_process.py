@@ -184,3 +184,38 @@ def test_sigterm_drains_then_exits(
         _stop(process)
     records = read_topic(kafka_bootstrap, topics["KAFKA_TOPIC_ACTIVITIES"], expected=10)
     assert {record.headers["event_id"].decode() for record in records} == set(accepted)
+
+
+def test_several_workers_report_the_sum_to_prometheus(
+    kafka_bootstrap: str, service_port: int, tmp_path: Path, sqlite_url: str
+) -> None:
+    topics = {key.upper(): value for key, value in topic_settings(f"workers{service_port}").items()}
+    env = _env(
+        KAFKA_BROKERS=kafka_bootstrap,
+        PORT=str(service_port),
+        DATABASE_URL=sqlite_url,
+        WORKERS="2",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
+        **topics,
+    )
+    process = _start(env, tmp_path / "service.log")
+    try:
+        _wait_ready(service_port, process, tmp_path / "service.log")
+        pids: set[int] = set()
+        with httpx.Client(base_url=f"http://127.0.0.1:{service_port}", timeout=15) as client:
+            for n in range(40):
+                # A new connection each time, so both workers take requests.
+                response = httpx.post(
+                    f"http://127.0.0.1:{service_port}/v1/events/activities",
+                    json=activity_event(user_id=f"w{n}"),
+                )
+                assert response.status_code == 202
+            for _ in range(20):
+                pids.add(client.get("/metrics/publisher", headers={"Connection": "close"}).json()["pid"])
+            text = client.get("/metrics/prometheus").text
+    finally:
+        assert _stop(process) == 0
+    line = f'event_ingest_events_published_total{{topic="{topics["KAFKA_TOPIC_ACTIVITIES"]}"}}'
+    (sample,) = [row for row in text.splitlines() if row.startswith(line)]
+    assert float(sample.split()[-1]) == 40.0  # the sum over both workers, whichever answered the scrape
+    assert len(pids) == 2, "both workers should have served requests"
