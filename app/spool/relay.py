@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from app.observability.publisher_metrics import PublisherMetrics
 from app.publishing.breaker import DeliveryBreaker, OutageError
@@ -114,7 +115,10 @@ class SpoolRelay:
         except BrokerUnavailableError:
             retry_at = datetime.now(UTC) + timedelta(seconds=self.breaker.retry_after())
             await asyncio.to_thread(
-                self.spool.store.release, [row.id for row in rows], "circuit breaker open", retry_at
+                partial(self.spool.store.release, attempted=False),
+                [row.id for row in rows],
+                "circuit breaker open",
+                retry_at,
             )
             return 0
         return delivered

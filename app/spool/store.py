@@ -163,8 +163,8 @@ class SpoolStore:
         with Session(self.engine) as session, session.begin():
             session.execute(delete(SpooledRecord).where(SpooledRecord.id.in_(ids)))
 
-    def release(self, ids: Sequence[int], error: str, retry_at: datetime) -> None:
-        """Count a failed attempt, free the claim, and set when to try again."""
+    def release(self, ids: Sequence[int], error: str, retry_at: datetime, *, attempted: bool = True) -> None:
+        """Free the claim and set when to try again; count an attempt only if one was made."""
         if not ids:
             return
         with Session(self.engine) as session, session.begin():
@@ -172,7 +172,7 @@ class SpoolStore:
                 update(SpooledRecord)
                 .where(SpooledRecord.id.in_(ids))
                 .values(
-                    attempts=SpooledRecord.attempts + 1,
+                    attempts=SpooledRecord.attempts + (1 if attempted else 0),
                     last_error=error[:2000],
                     next_attempt_at=retry_at,
                     claimed_by=None,

@@ -129,3 +129,14 @@ def test_claims_of_a_dead_relay_can_be_released_at_once(store: SpoolStore) -> No
 
     assert store.claim_owners() == set()
     assert len(store.claim_due("host:1", limit=10, lease=timedelta(seconds=30))) == 2
+
+
+def test_a_release_without_an_attempt_does_not_count_one(store: SpoolStore) -> None:
+    store.add([_record(1, b"a")])
+    (row,) = store.claim_due("me", limit=1, lease=timedelta(seconds=30))
+    store.release([row.id], "circuit breaker open", datetime.now(UTC), attempted=False)
+    (again,) = store.claim_due("me", limit=1, lease=timedelta(seconds=30))
+    assert again.attempts == 0
+    store.release([again.id], "broker down", datetime.now(UTC))
+    (third,) = store.claim_due("me", limit=1, lease=timedelta(seconds=30))
+    assert third.attempts == 1
