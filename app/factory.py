@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from prometheus_client import disable_created_metrics, multiprocess
 from prometheus_fastapi_instrumentator import Instrumentator
 
-from app.api import operations
+from app.api import admin_rules, operations
 from app.api.errors import install_error_handlers
 from app.api.events import events_router
 from app.api.responses import JsonResponse
@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(events_router(settings))
     app.include_router(operations.router)
+    app.include_router(admin_rules.router)
     Instrumentator(registry=runtime.registry, excluded_handlers=["/metrics/prometheus"]).instrument(
         app
     ).expose(app, endpoint="/metrics/prometheus", tags=["operations"], summary="Prometheus metrics")

@@ -17,8 +17,11 @@ from app.publishing.breaker import STATE_VALUES, DeliveryBreaker
 from app.publishing.producer import AsyncProducer
 from app.publishing.publisher import EventPublisher
 from app.publishing.retry import RetryPolicy
+from app.routing.governance import TopicPolicy
+from app.routing.loading import initial_rules
 from app.routing.router import Router
 from app.routing.rules import default_rules
+from app.routing.store import RuleStore, RuleSync
 from app.serialization.codecs import serializer_for
 from app.spool.database import check_schema, create_database_engine
 from app.spool.relay import SpoolRelay
@@ -50,6 +53,7 @@ class Runtime:
     relay: SpoolRelay
     publisher: EventPublisher
     ingest: IngestService
+    rules: RuleSync
     readiness: Readiness = field(default_factory=Readiness)
     shutting_down: bool = False
 
@@ -117,13 +121,29 @@ class Runtime:
             else MemoryIdempotencyStore(settings.idempotency_window, settings.idempotency_max_keys)
         )
         ingest = IngestService(publisher, idempotency, metrics)
+        policy = TopicPolicy(settings.allowed_topics, settings.kafka_topic_pattern, settings.environment)
+        rules = RuleSync(
+            RuleStore(engine), router, policy, settings.routing_rules_poll_interval.total_seconds()
+        )
         return cls(
-            settings, registry, metrics, router, breaker, producer, engine, spool, relay, publisher, ingest
+            settings,
+            registry,
+            metrics,
+            router,
+            breaker,
+            producer,
+            engine,
+            spool,
+            relay,
+            publisher,
+            ingest,
+            rules,
         )
 
     async def start(self) -> None:
         """Check the database schema, start the producer and the relay."""
         await asyncio.to_thread(check_schema, self.engine)
+        await self.rules.start(initial_rules(self.settings))
         await self.spool.refresh()
         await self.relay.release_dead_claims()
         await self.producer.start()
@@ -143,6 +163,7 @@ class Runtime:
     async def stop(self) -> int:
         """Stop the relay, flush the producer (bounded); returns records left unflushed."""
         self.shutting_down = True
+        await self.rules.stop()
         await self.relay.stop()
         left = await self.producer.close(self.settings.shutdown_flush_timeout.total_seconds())
         self.engine.dispose()

@@ -83,6 +83,18 @@ class Settings(BaseSettings):
     spool_relay_batch: Annotated[int, Field(ge=1, le=100_000)] = 500
     spool_claim_lease: Duration = timedelta(seconds=60)
 
+    # --- Routing rules and topic governance
+    routing_rules_file: Path | None = Field(
+        None,
+        description="YAML file of routing rules that seeds an empty rule table; unset: the built-in defaults",
+    )
+    routing_rules_poll_interval: Duration = timedelta(seconds=2)
+    environment: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")] = "dev"
+    kafka_allowed_topics: str = Field("", description="comma-separated topics rules may name, beyond ours")
+    kafka_topic_pattern: str = Field(
+        "", description="regex (with ${env} and ${eventType}) a topic not on the allow-list must match"
+    )
+
     # --- Idempotency (client_attempt_id, Idempotency-Key)
     idempotency_window: Duration = timedelta(hours=24)
     idempotency_store: Literal["memory", "database"] = "memory"
@@ -123,6 +135,12 @@ class Settings(BaseSettings):
         from app.routing.topics import check_topic_name
 
         return check_topic_name(value)
+
+    @property
+    def allowed_topics(self) -> set[str]:
+        """Topics rules may always name: ours, and KAFKA_ALLOWED_TOPICS."""
+        listed = {item.strip() for item in self.kafka_allowed_topics.split(",") if item.strip()}
+        return listed | set(self.configured_topics) | {self.kafka_topic_dlq}
 
     @property
     def sqlalchemy_url(self) -> str:

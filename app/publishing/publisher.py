@@ -20,7 +20,9 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
+import orjson
 from confluent_kafka import KafkaError
 
 from app.events.models import BaseEvent
@@ -30,6 +32,7 @@ from app.publishing.errors import BrokerUnavailableError, DeliveryError, QueueFu
 from app.publishing.producer import AsyncProducer, DeliveryReport, delivery_error
 from app.publishing.records import HeaderList, OutRecord, dead_letter_headers
 from app.publishing.retry import RetryPolicy
+from app.routing import templates
 from app.routing.router import Route, Router
 from app.serialization.codecs import EventSerializer
 from app.spool.service import Spool
@@ -37,6 +40,8 @@ from app.spool.store import NewRecord, SpoolFullError
 
 logger = logging.getLogger(__name__)
 
+# A record reshaped by a message template is JSON whatever KAFKA_SERIALIZATION says.
+JSON_CONTENT_TYPE = "application/json"
 # How much longer than librdkafka's own message.timeout.ms we wait for a delivery report.
 ACK_GRACE_SECONDS = 2.0
 
@@ -215,18 +220,31 @@ class EventPublisher:
             if route.unrouted:
                 continue
             value = self.serializer.serialize(event)
-            headers = self._headers(event, traceparent)
+            headers = self._headers(event, traceparent, self.serializer.content_type)
             key = event.user_id.encode()
             event_id = str(event.event_id)
-            records += [OutRecord(index, event_id, topic, key, value, headers) for topic in route.topics]
+            fields: dict[str, Any] | None = None  # the event's JSON form, built only for templates
+            for destination in route.destinations:
+                record_key, record_value, record_headers = key, value, headers
+                if destination.key_template or destination.message_template is not None:
+                    fields = fields or event.model_dump(mode="json")
+                    if destination.key_template:
+                        record_key = templates.render(destination.key_template, fields)
+                        record_key = str(record_key if record_key is not None else "").encode()
+                    if destination.message_template is not None:
+                        record_value = orjson.dumps(templates.render(destination.message_template, fields))
+                        record_headers = self._headers(event, traceparent, JSON_CONTENT_TYPE)
+                records.append(
+                    OutRecord(index, event_id, destination.topic, record_key, record_value, record_headers)
+                )
         return records
 
-    def _headers(self, event: BaseEvent, traceparent: str | None) -> HeaderList:
+    def _headers(self, event: BaseEvent, traceparent: str | None, content_type: str) -> HeaderList:
         headers: HeaderList = [
             ("event_id", str(event.event_id)),
             ("event_type", event.event_type),
             ("schema_version", str(event.schema_version)),
-            ("content_type", self.serializer.content_type),
+            ("content_type", content_type),
         ]
         if traceparent:
             headers.append(("traceparent", traceparent))

@@ -4,21 +4,36 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from app.events.models import BaseEvent
 from app.routing.rules import RoutingRule
 
 
 @dataclass(frozen=True, slots=True)
-class Route:
-    """Where one event goes: de-duplicated topics in rule order, and the rules that sent it there."""
+class Destination:
+    """One topic an event goes to, with the templates of the first rule that named it."""
 
-    topics: tuple[str, ...]
+    topic: str
+    rule_id: str
+    key_template: str | None = None
+    message_template: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one event goes: de-duplicated destinations in rule order, and the rules that matched."""
+
+    destinations: tuple[Destination, ...]
     rule_ids: tuple[str, ...]
 
     @property
+    def topics(self) -> tuple[str, ...]:
+        return tuple(destination.topic for destination in self.destinations)
+
+    @property
     def unrouted(self) -> bool:
-        return not self.topics
+        return not self.destinations
 
 
 class Router:
@@ -42,10 +57,14 @@ class Router:
         self._rules = ordered
 
     def route(self, event: BaseEvent) -> Route:
-        topics: dict[str, None] = {}
+        destinations: dict[str, Destination] = {}
         matched: list[str] = []
         for rule in self._rules:
             if rule.matches(event):
                 matched.append(rule.id)
-                topics.update(dict.fromkeys(rule.topics))
-        return Route(topics=tuple(topics), rule_ids=tuple(matched))
+                for topic in rule.topics:
+                    if topic not in destinations:  # the higher-priority rule's templates win
+                        destinations[topic] = Destination(
+                            topic, rule.id, rule.key_template, rule.message_template
+                        )
+        return Route(destinations=tuple(destinations.values()), rule_ids=tuple(matched))

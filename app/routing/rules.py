@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+import orjson
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 from app.config.settings import Settings
 from app.events.models import BaseEvent, EventType
 from app.routing.conditions import Condition, FieldTest
+from app.routing.templates import unknown_variables
 from app.routing.topics import check_topic_name
 
 TopicName = Annotated[str, AfterValidator(check_topic_name)]
@@ -30,6 +32,29 @@ class RoutingRule(BaseModel):
     topics: Annotated[list[TopicName], Field(min_length=1, max_length=32)]
     priority: int = 100
     enabled: bool = True
+    key_template: Annotated[str, Field(min_length=1, max_length=500)] | None = Field(
+        None, description='The Kafka key, e.g. "{session_id}"; default: the user_id.'
+    )
+    message_template: dict[str, JsonValue] | None = Field(
+        None,
+        description="The record's shape, fields mapped to {variable} placeholders; default: the full event.",
+    )
+
+    @model_validator(mode="after")
+    def _templates_use_known_variables(self) -> RoutingRule:
+        for name, template in (
+            ("key_template", self.key_template),
+            ("message_template", self.message_template),
+        ):
+            unknown = unknown_variables(template, self.event_types)
+            if unknown:
+                raise ValueError(
+                    f"{name} uses unknown variable(s) {', '.join(unknown)} for event types "
+                    f"{', '.join(sorted(self.event_types))}"
+                )
+        if self.message_template is not None and len(orjson.dumps(self.message_template)) > 16_384:
+            raise ValueError("message_template must be at most 16 KiB of JSON")
+        return self
 
     def matches(self, event: BaseEvent) -> bool:
         return (

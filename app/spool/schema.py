@@ -64,3 +64,23 @@ class IdempotencyKey(Base):
     key: Mapped[str] = mapped_column(String(300), primary_key=True)
     result: Mapped[dict[str, object]] = mapped_column(JSON)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class StoredRoutingRule(Base):
+    """A routing rule managed through the admin API; `body` is the RoutingRule as JSON."""
+
+    __tablename__ = "routing_rules"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    body: Mapped[dict[str, object]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RoutingRulesVersion(Base):
+    """One row: bumped by every change, polled by every worker to pick changes up."""
+
+    __tablename__ = "routing_rules_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,161 @@
+"""`/admin/routing-rules`: list, create, replace, patch, delete and dry-run routing rules.
+
+Changes are validated (model, templates, topic governance, unique ids) before they take effect,
+written to the database with a new version, applied here at once and by every other worker and
+instance at its next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, ValidationError
+from starlette.responses import Response
+
+from app.api.dependencies import RuntimeDep
+from app.api.responses import JsonResponse
+from app.api.schemas import ErrorBody
+from app.events.models import AnyEvent
+from app.routing import templates
+from app.routing.router import Router
+from app.routing.rules import RoutingRule
+from app.runtime import Runtime
+
+router = APIRouter(prefix="/admin/routing-rules", tags=["admin: routing rules"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "No rule with this id."},
+    422: {"model": ErrorBody, "description": "Invalid rule, unknown template variable, or forbidden topic."},
+}
+
+
+class RuleSet(BaseModel):
+    """All rules in evaluation order, and the version of the set."""
+
+    version: int
+    rules: list[RoutingRule]
+
+
+class RuleTest(BaseModel):
+    """An event to route without publishing it."""
+
+    event: AnyEvent = Field(description="An event object with its `event_type`, as in a batch.")
+
+
+def _rule_set(runtime: Runtime) -> dict[str, Any]:
+    return {
+        "version": runtime.rules.version,
+        "rules": [rule.model_dump(mode="json") for rule in runtime.router.rules],
+    }
+
+
+def _find(runtime: Runtime, rule_id: str) -> RoutingRule:
+    for rule in runtime.router.rules:
+        if rule.id == rule_id:
+            return rule
+    raise HTTPException(404, f"no routing rule {rule_id!r}")
+
+
+def _invalid(message: str, field: str = "(body)") -> RequestValidationError:
+    return RequestValidationError([{"loc": ("body", field), "msg": message, "type": "value_error"}])
+
+
+async def _save(runtime: Runtime, rule: RoutingRule) -> None:
+    try:
+        runtime.rules.policy.check(rule)
+    except ValueError as exc:
+        raise _invalid(str(exc), "topics") from None
+    async with runtime.rules.lock:
+        await asyncio.to_thread(runtime.rules.store.save, rule)
+        await runtime.rules.reload()
+
+
+@router.get("", response_model=RuleSet, summary="All routing rules, in evaluation order")
+async def list_rules(runtime: RuntimeDep) -> Response:
+    return JsonResponse(_rule_set(runtime))
+
+
+@router.post("", status_code=201, response_model=RoutingRule, responses={409: {"model": ErrorBody}, **ERRORS})
+async def create_rule(rule: RoutingRule, runtime: RuntimeDep) -> Response:
+    """Add a rule. Its topics must be on KAFKA_ALLOWED_TOPICS or follow KAFKA_TOPIC_PATTERN."""
+    if any(existing.id == rule.id for existing in runtime.router.rules):
+        raise HTTPException(409, f"routing rule {rule.id!r} exists: use PUT to replace it")
+    await _save(runtime, rule)
+    return JsonResponse(rule.model_dump(mode="json"), status_code=201)
+
+
+@router.post(
+    "/test", summary="Route an event without publishing it: which rules match, and what they produce"
+)
+async def test_rule(body: RuleTest, runtime: RuntimeDep) -> dict[str, Any]:
+    """Answers the rules that matched and, per topic, the key and the message that would be written."""
+    return explain(runtime.router, body.event)
+
+
+@router.get("/{rule_id}", response_model=RoutingRule, responses=ERRORS)
+async def get_rule(rule_id: str, runtime: RuntimeDep) -> Response:
+    return JsonResponse(_find(runtime, rule_id).model_dump(mode="json"))
+
+
+@router.put("/{rule_id}", response_model=RoutingRule, responses=ERRORS)
+async def replace_rule(rule_id: str, rule: RoutingRule, runtime: RuntimeDep) -> Response:
+    """Create or replace the rule with this id."""
+    if rule.id != rule_id:
+        raise _invalid(f"the body's id {rule.id!r} differs from the path's {rule_id!r}", "id")
+    created = all(existing.id != rule_id for existing in runtime.router.rules)
+    await _save(runtime, rule)
+    return JsonResponse(rule.model_dump(mode="json"), status_code=201 if created else 200)
+
+
+@router.patch("/{rule_id}", response_model=RoutingRule, responses=ERRORS)
+async def patch_rule(rule_id: str, changes: dict[str, Any], runtime: RuntimeDep) -> Response:
+    """Change some fields (e.g. `{"enabled": false}`); the result is validated as a whole."""
+    if "id" in changes and changes["id"] != rule_id:
+        raise _invalid("a rule's id cannot be changed", "id")
+    merged = {**_find(runtime, rule_id).model_dump(mode="json"), **changes}
+    try:
+        rule = RoutingRule.model_validate(merged)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        ) from None
+    await _save(runtime, rule)
+    return JsonResponse(rule.model_dump(mode="json"))
+
+
+@router.delete("/{rule_id}", status_code=204, responses=ERRORS)
+async def delete_rule(rule_id: str, runtime: RuntimeDep) -> Response:
+    async with runtime.rules.lock:
+        if await asyncio.to_thread(runtime.rules.store.delete, rule_id) is None:
+            raise HTTPException(404, f"no routing rule {rule_id!r}")
+        await runtime.rules.reload()
+    return Response(status_code=204)
+
+
+def explain(router: Router, event: Any) -> dict[str, Any]:
+    """What routing would do with `event`, without publishing."""
+    route = router.route(event)
+    fields = event.model_dump(mode="json")
+    outputs = []
+    for destination in route.destinations:
+        key = (
+            templates.render(destination.key_template, fields) if destination.key_template else event.user_id
+        )
+        message = (
+            templates.render(destination.message_template, fields)
+            if destination.message_template is not None
+            else fields
+        )
+        outputs.append(
+            {"topic": destination.topic, "rule_id": destination.rule_id, "key": key, "message": message}
+        )
+    return {
+        "event_id": str(event.event_id),
+        "matched_rules": list(route.rule_ids),
+        "topics": list(route.topics),
+        "unrouted": route.unrouted,
+        "records": outputs,
+    }

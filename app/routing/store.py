@@ -1,0 +1,127 @@
+"""Routing rules in the database: the table the admin API edits, and its version counter.
+
+Every change bumps the version in the same transaction; every worker and instance polls the version
+and reloads the whole set when it moved, so a change reaches all of them within a poll interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from pydantic import ValidationError
+from sqlalchemy import Engine, delete, select
+from sqlalchemy.orm import Session
+
+from app.routing.governance import TopicPolicy
+from app.routing.router import Router
+from app.routing.rules import RoutingRule
+from app.spool.schema import RoutingRulesVersion, StoredRoutingRule
+
+logger = logging.getLogger(__name__)
+
+
+class RuleStore:
+    """The `routing_rules` table and its version (synchronous; callers use asyncio.to_thread)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def version(self) -> int:
+        with Session(self.engine) as session:
+            row = session.get(RoutingRulesVersion, 1)
+            return row.version if row else 0
+
+    def load(self) -> tuple[int, list[RoutingRule]]:
+        with Session(self.engine) as session:
+            row = session.get(RoutingRulesVersion, 1)
+            bodies = session.scalars(select(StoredRoutingRule.body).order_by(StoredRoutingRule.id))
+            return (row.version if row else 0), [RoutingRule.model_validate(body) for body in bodies]
+
+    def seed(self, rules: Sequence[RoutingRule]) -> bool:
+        """Write the initial rules if the table was never written (version 0); True if it did."""
+        with Session(self.engine) as session, session.begin():
+            if session.get(RoutingRulesVersion, 1, with_for_update=True) is not None:
+                return False
+            now = datetime.now(UTC)
+            session.add(RoutingRulesVersion(id=1, version=1, updated_at=now))
+            session.add_all(
+                StoredRoutingRule(id=rule.id, body=rule.model_dump(mode="json"), updated_at=now)
+                for rule in rules
+            )
+            return True
+
+    def save(self, rule: RoutingRule) -> int:
+        """Insert or replace one rule; returns the new version."""
+        with Session(self.engine) as session, session.begin():
+            now = datetime.now(UTC)
+            version = self._bump(session, now)
+            stored = session.get(StoredRoutingRule, rule.id)
+            if stored is None:
+                session.add(StoredRoutingRule(id=rule.id, body=rule.model_dump(mode="json"), updated_at=now))
+            else:
+                stored.body, stored.updated_at = rule.model_dump(mode="json"), now
+            return version
+
+    def delete(self, rule_id: str) -> int | None:
+        """Remove one rule; returns the new version, or None when there was no such rule."""
+        with Session(self.engine) as session, session.begin():
+            if session.get(StoredRoutingRule, rule_id) is None:
+                return None
+            session.execute(delete(StoredRoutingRule).where(StoredRoutingRule.id == rule_id))
+            return self._bump(session, datetime.now(UTC))
+
+    @staticmethod
+    def _bump(session: Session, now: datetime) -> int:
+        row = session.get(RoutingRulesVersion, 1, with_for_update=True)
+        if row is None:
+            row = RoutingRulesVersion(id=1, version=0, updated_at=now)
+            session.add(row)
+        row.version += 1
+        row.updated_at = now
+        return row.version
+
+
+class RuleSync:
+    """Keeps this worker's Router equal to the table: loads at start, then polls the version."""
+
+    def __init__(self, store: RuleStore, router: Router, policy: TopicPolicy, interval: float) -> None:
+        self.store = store
+        self.router = router
+        self.policy = policy
+        self.version = 0
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+        self.lock = asyncio.Lock()  # one admin change at a time in this worker
+
+    async def start(self, initial: Sequence[RoutingRule]) -> None:
+        for rule in initial:
+            self.policy.check(rule)
+        if await asyncio.to_thread(self.store.seed, initial):
+            logger.info("routing rules seeded", extra={"rules": [rule.id for rule in initial]})
+        await self.reload()
+        self._task = asyncio.create_task(self._poll(), name="routing-rules-sync")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def reload(self) -> None:
+        version, rules = await asyncio.to_thread(self.store.load)
+        self.router.replace_rules(rules)  # one assignment: requests see the old set or the new one
+        self.version = version
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                if await asyncio.to_thread(self.store.version) != self.version:
+                    await self.reload()
+                    logger.info("routing rules reloaded", extra={"version": self.version})
+            except (ValidationError, Exception):  # a bad poll must not end the sync: try again later
+                logger.exception("routing rules poll failed")
