@@ -1,0 +1,144 @@
+"""Routing rules changed at runtime through /admin/routing-rules, against the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+import pytest
+
+from app.factory import create_app
+from tests.conftest import SettingsFactory, activity_event, attempt, running, session_event
+from tests.kafka_helpers import read_topic
+
+pytestmark = pytest.mark.integration
+
+
+def _rule(**fields: Any) -> dict[str, Any]:
+    rule: dict[str, Any] = {
+        "id": "videos",
+        "name": "Videos watched",
+        "event_types": ["activity"],
+        "condition": {"field": "activity_type", "op": "==", "value": "video_watched"},
+        "topics": ["analytics.videos"],
+        "priority": 60,
+    }
+    rule.update(fields)
+    return rule
+
+
+async def test_rule_crud_takes_effect_without_restart(make_settings: SettingsFactory) -> None:
+    settings = make_settings(kafka_allowed_topics="analytics.videos")
+    async with running(create_app(settings)) as client:
+        listed = (await client.get("/admin/routing-rules")).json()
+        assert [rule["id"] for rule in listed["rules"]][:2] == [
+            "ml-training-high-quality-attempts",
+            "all-attempts",
+        ]
+        version = listed["version"]
+
+        created = await client.post("/admin/routing-rules", json=_rule())
+        assert created.status_code == 201, created.text
+        assert (await client.post("/admin/routing-rules", json=_rule())).status_code == 409
+        video = activity_event(activity_type="video_watched")
+        routed = await client.post("/v1/events/activities", json=video)
+        assert routed.json()["topics"] == [settings.kafka_topic_activities, "analytics.videos"]
+
+        patched = await client.patch("/admin/routing-rules/videos", json={"enabled": False})
+        assert patched.json()["enabled"] is False
+        assert (await client.post("/v1/events/activities", json=video)).json()["topics"] == [
+            settings.kafka_topic_activities
+        ]
+
+        assert (await client.delete("/admin/routing-rules/videos")).status_code == 204
+        assert (await client.get("/admin/routing-rules/videos")).status_code == 404
+        assert (await client.delete("/admin/routing-rules/videos")).status_code == 404
+        assert (await client.get("/admin/routing-rules")).json()["version"] == version + 3
+
+
+async def test_a_forbidden_topic_or_unknown_variable_is_refused_with_422(
+    make_settings: SettingsFactory,
+) -> None:
+    settings = make_settings(kafka_topic_pattern=r"${env}\.learning\.${eventType}\.[a-z_]+")
+    async with running(create_app(settings)) as client:
+        forbidden = await client.post("/admin/routing-rules", json=_rule(topics=["random.topic"]))
+        by_pattern = await client.post(
+            "/admin/routing-rules", json=_rule(topics=["dev.learning.activity.videos"])
+        )
+        wrong_type = await client.post(
+            "/admin/routing-rules", json=_rule(id="x", topics=["dev.learning.attempt.x"])
+        )
+        unknown = await client.post(
+            "/admin/routing-rules", json=_rule(id="y", message_template={"who": "{no_such_field}"})
+        )
+        listed = (await client.get("/admin/routing-rules")).json()
+
+    assert forbidden.status_code == 422
+    assert "random.topic" in forbidden.text
+    assert "KAFKA_ALLOWED_TOPICS" in forbidden.text
+    assert by_pattern.status_code == 201
+    assert wrong_type.status_code == 422
+    assert unknown.status_code == 422
+    assert "no_such_field" in unknown.text
+    assert "random.topic" not in orjson.dumps(listed).decode()
+
+
+async def test_the_test_route_explains_a_match_without_publishing(make_settings: SettingsFactory) -> None:
+    settings = make_settings()
+    async with running(create_app(settings)) as client:
+        answer = await client.post(
+            "/admin/routing-rules/test", json={"event": {"event_type": "attempt", **attempt(quality=5)}}
+        )
+        metrics = (await client.get("/metrics/publisher")).json()
+
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["matched_rules"] == ["ml-training-high-quality-attempts", "all-attempts"]
+    assert body["topics"] == [settings.kafka_topic_ml_training, settings.kafka_topic_attempts]
+    assert body["records"][0]["key"] == "user-1"
+    assert body["records"][0]["message"]["quality"] == 5
+    assert metrics["events_published"] == 0
+
+
+async def test_templates_reshape_the_record_and_change_the_key(make_settings: SettingsFactory) -> None:
+    settings = make_settings()
+    async with running(create_app(settings)) as client:
+        rule = {
+            "id": "sessions-with-items",
+            "name": "Sessions, keyed by session, reshaped",
+            "event_types": ["session"],
+            "condition": {"field": "items_attempted", "op": ">", "value": 0},
+            "topics": [settings.kafka_topic_sessions],
+            "priority": 30,
+            "key_template": "{session_id}",
+            "message_template": {"kind": "{event_type}", "learner": "{user_id}", "score": "{items_correct}"},
+        }
+        assert (await client.put("/admin/routing-rules/sessions-with-items", json=rule)).status_code == 200
+        response = await client.post("/v1/events/sessions", json=session_event(session_id="s-77"))
+        assert response.status_code == 202
+
+    (record,) = read_topic(settings.kafka_brokers, settings.kafka_topic_sessions, expected=1)
+    assert record.key == b"s-77"
+    assert orjson.loads(record.value) == {"kind": "session", "learner": "user-1", "score": 2}
+    assert record.headers["event_id"].decode() == response.json()["event_id"]
+    assert record.headers["content_type"] == b"application/json"
+
+
+async def test_a_change_reaches_another_worker_within_the_poll_interval(
+    make_settings: SettingsFactory,
+) -> None:
+    settings = make_settings(kafka_allowed_topics="analytics.videos", routing_rules_poll_interval="200ms")
+    async with running(create_app(settings)) as first, running(create_app(settings)) as second:
+        assert (await first.post("/admin/routing-rules", json=_rule())).status_code == 201
+        deadline = time.monotonic() + 5
+        ids: list[str] = []
+        while time.monotonic() < deadline and "videos" not in ids:
+            ids = [rule["id"] for rule in (await second.get("/admin/routing-rules")).json()["rules"]]
+            await asyncio.sleep(0.1)
+        assert "videos" in ids
+        routed = await second.post(
+            "/v1/events/activities", json=activity_event(activity_type="video_watched")
+        )
+        assert "analytics.videos" in routed.json()["topics"]
