@@ -14,6 +14,7 @@ from app.idempotency.store import DatabaseIdempotencyStore, IdempotencyStore, Me
 from app.ingest.service import IngestService
 from app.observability.publisher_metrics import PublisherMetrics
 from app.publishing.breaker import STATE_VALUES, DeliveryBreaker
+from app.publishing.pause import PauseSwitch
 from app.publishing.producer import AsyncProducer
 from app.publishing.publisher import EventPublisher
 from app.publishing.retry import RetryPolicy
@@ -79,6 +80,7 @@ class Runtime:
             jitter=settings.kafka_retry_jitter,
         )
         ack_timeout = settings.kafka_producer_timeout.total_seconds()
+        pause = PauseSwitch(engine)
         relay = SpoolRelay(
             spool,
             producer,
@@ -92,6 +94,7 @@ class Runtime:
             max_age=settings.spool_max_age,
             max_attempts=settings.spool_max_attempts,
             ack_timeout=ack_timeout,
+            pause=pause,
         )
         router = Router(default_rules(settings))
         publisher = EventPublisher(
@@ -102,6 +105,7 @@ class Runtime:
             breaker,
             spool,
             retry,
+            pause,
             ack_timeout=ack_timeout,
             dlq_topic=settings.kafka_topic_dlq,
             max_record_bytes=settings.kafka_message_max_bytes,
@@ -145,9 +149,15 @@ class Runtime:
         await asyncio.to_thread(check_schema, self.engine)
         await self.rules.start(initial_rules(self.settings))
         await self.spool.refresh()
+        await asyncio.to_thread(self.relay.pause.refresh)
         await self.relay.release_dead_claims()
         await self.producer.start()
         self.relay.start()
+
+    async def set_paused(self, paused: bool) -> None:
+        """Pause or resume publishing here at once, and everywhere at the next relay round."""
+        await asyncio.to_thread(self.relay.pause.set, paused)
+        self.spool.added.set()  # resumed: the relay drains now, not at its next tick
 
     async def drain(self) -> None:
         """After SIGTERM: refuse new events (503, not ready), let in-flight records finish within

@@ -26,6 +26,7 @@ async def publisher_metrics(runtime: RuntimeDep) -> dict[str, Any]:
     }
     snapshot["queue_length"] = runtime.producer.queue_length()
     snapshot["in_flight"] = runtime.publisher.in_flight
+    snapshot["paused"] = runtime.relay.pause.paused
     stats = runtime.spool.stats
     snapshot["spool"] = {
         "depth": stats.depth,
@@ -52,6 +53,7 @@ async def publisher_health_route(runtime: RuntimeDep) -> Response:
         settings.health_dlq_rate_threshold,
         runtime.spool.stats,
         settings.spool_max_records,
+        paused=runtime.relay.pause.paused,
     )
     return JsonResponse(body, status_code=503 if body["status"] == "unhealthy" else 200)
 

@@ -63,6 +63,7 @@ def publisher_health(
     dlq_rate_threshold: float,
     spool: SpoolStats,
     spool_capacity: int,
+    paused: bool = False,
 ) -> dict[str, Any]:
     """Healthy when every check passes, degraded on a warning, unhealthy on a failure."""
     recent = metrics.recent.totals()
@@ -73,6 +74,11 @@ def publisher_health(
         _rate("dlq_rate", recent.get("dlq", 0), finished, dlq_rate_threshold, None),
         _breaker(breaker_state),
         _spool(spool.depth, spool.oldest_age_seconds(), spool_capacity),
+        Check(
+            "publisher_paused",
+            "warn" if paused else "pass",
+            "paused by an operator: events are spooled" if paused else "publishing",
+        ),
     ]
     statuses = {check.status for check in checks}
     status = "unhealthy" if "fail" in statuses else "degraded" if "warn" in statuses else "healthy"

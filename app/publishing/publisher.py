@@ -29,6 +29,7 @@ from app.events.models import BaseEvent
 from app.observability.publisher_metrics import PublisherMetrics
 from app.publishing.breaker import DeliveryBreaker, OutageError
 from app.publishing.errors import BrokerUnavailableError, DeliveryError, QueueFullError
+from app.publishing.pause import PauseSwitch
 from app.publishing.producer import AsyncProducer, DeliveryReport, delivery_error
 from app.publishing.records import HeaderList, OutRecord, dead_letter_headers
 from app.publishing.retry import RetryPolicy
@@ -97,6 +98,7 @@ class EventPublisher:
         breaker: DeliveryBreaker,
         spool: Spool,
         retry: RetryPolicy,
+        pause: PauseSwitch,
         *,
         ack_timeout: float,
         dlq_topic: str,
@@ -110,6 +112,7 @@ class EventPublisher:
         self.breaker = breaker
         self.spool = spool
         self.retry = retry
+        self.pause = pause  # POST /admin/publisher/pause: everything goes to the spool
         self.dlq_topic = dlq_topic
         self._ack_timeout = ack_timeout
         self._max_record_bytes = max_record_bytes
@@ -172,8 +175,10 @@ class EventPublisher:
         sendable = [record for record in records if record.error is None]
         to_spool: list[tuple[OutRecord, str]] = []
 
-        if spool_only:
-            to_spool += [(record, "ack=spool") for record in sendable]
+        paused = self.pause.paused
+        if spool_only or paused:
+            reason = "publisher paused" if paused else "ack=spool"
+            to_spool += [(record, reason) for record in sendable]
         else:
             backlog = await self.spool.keys_with_backlog(record.key for record in sendable if record.key)
             behind = [record for record in sendable if record.key in backlog]

@@ -18,6 +18,7 @@ from functools import partial
 from app.observability.publisher_metrics import PublisherMetrics
 from app.publishing.breaker import DeliveryBreaker, OutageError
 from app.publishing.errors import BrokerUnavailableError, DeliveryError, QueueFullError
+from app.publishing.pause import PauseSwitch
 from app.publishing.producer import AsyncProducer, DeliveryReport, delivery_error
 from app.publishing.records import dead_letter_headers
 from app.publishing.retry import RetryPolicy
@@ -45,6 +46,7 @@ class SpoolRelay:
         max_age: timedelta,
         max_attempts: int,
         ack_timeout: float,
+        pause: PauseSwitch,
     ) -> None:
         self.spool = spool
         self.producer = producer
@@ -59,6 +61,7 @@ class SpoolRelay:
         self._max_age = max_age
         self._max_attempts = max_attempts
         self._ack_timeout = ack_timeout
+        self.pause = pause
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
@@ -100,6 +103,8 @@ class SpoolRelay:
         """One round: refresh the stats, claim due rows, deliver them. Returns rows delivered."""
         stats = await self.spool.refresh()
         self.metrics.refresh_live_values()
+        if await asyncio.to_thread(self.pause.refresh):
+            return 0
         if stats.depth == 0 or (self.breaker.state == "open" and self.breaker.retry_after() > 1.0):
             return 0
         rows = await asyncio.to_thread(self.spool.store.claim_due, self.owner, self._batch_size, self._lease)

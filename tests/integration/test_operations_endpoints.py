@@ -44,6 +44,7 @@ async def test_health_is_healthy_after_traffic(service: tuple[httpx.AsyncClient,
         "dlq_rate",
         "circuit_breaker",
         "spool",
+        "publisher_paused",
     }
 
 

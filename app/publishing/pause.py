@@ -1,0 +1,42 @@
+"""Pausing the publisher: while paused, accepted events go to the spool and the relay waits.
+
+The switch lives in the database so that every worker and instance obeys it; each relay round
+(SPOOL_RELAY_INTERVAL) reads it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from app.spool.schema import ServiceFlag
+
+FLAG = "publisher_paused"
+
+
+class PauseSwitch:
+    """The shared `publisher_paused` flag; `paused` is this process's latest reading of it.
+
+    `refresh` and `set` touch the database (synchronous; call them through asyncio.to_thread).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.paused = False
+
+    def refresh(self) -> bool:
+        with Session(self.engine) as session:
+            row = session.get(ServiceFlag, FLAG)
+            self.paused = bool(row and row.enabled)
+            return self.paused
+
+    def set(self, paused: bool) -> None:
+        self.paused = paused
+        with Session(self.engine) as session, session.begin():
+            row = session.get(ServiceFlag, FLAG, with_for_update=True)
+            if row is None:
+                session.add(ServiceFlag(name=FLAG, enabled=paused, updated_at=datetime.now(UTC)))
+            else:
+                row.enabled, row.updated_at = paused, datetime.now(UTC)
