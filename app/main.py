@@ -15,7 +15,6 @@ import uvicorn
 from app.config.settings import Settings, SettingsError, load_settings
 from app.devbroker import DevBroker
 from app.observability.logging import configure_logging
-from app.publishing.topic_admin import ensure_topics
 
 logger = logging.getLogger("app.main")
 
@@ -34,8 +33,7 @@ def kafka_for(settings: Settings) -> Iterator[str]:
         extra={"bootstrap": broker.bootstrap, "pid": broker.pid},
     )
     try:
-        ensure_topics(broker.bootstrap, settings.configured_topics, settings.kafka_topic_partitions)
-        yield broker.bootstrap
+        yield broker.bootstrap  # the service creates the topics it needs when it starts
     finally:
         broker.stop()
         logger.info("development broker stopped", extra={"pid": broker.pid})

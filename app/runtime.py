@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ from app.publishing.pause import PauseSwitch
 from app.publishing.producer import AsyncProducer
 from app.publishing.publisher import EventPublisher
 from app.publishing.retry import RetryPolicy
+from app.publishing.topic_admin import KafkaAdmin, TopicReport
 from app.routing.governance import TopicPolicy
 from app.routing.loading import initial_rules
 from app.routing.router import Router
@@ -28,6 +30,10 @@ from app.spool.database import check_schema, create_database_engine
 from app.spool.relay import SpoolRelay
 from app.spool.service import Spool
 from app.spool.store import SpoolStore
+
+logger = logging.getLogger(__name__)
+
+TOPIC_CHECK_RETRY_SECONDS = 10.0
 
 
 @dataclass(slots=True)
@@ -55,6 +61,9 @@ class Runtime:
     publisher: EventPublisher
     ingest: IngestService
     rules: RuleSync
+    kafka_admin: KafkaAdmin
+    topic_reports: dict[str, TopicReport] = field(default_factory=dict)
+    background: set[asyncio.Task[None]] = field(default_factory=set)
     readiness: Readiness = field(default_factory=Readiness)
     shutting_down: bool = False
 
@@ -142,6 +151,7 @@ class Runtime:
             publisher,
             ingest,
             rules,
+            KafkaAdmin(settings.librdkafka_config()),
         )
 
     async def start(self) -> None:
@@ -153,6 +163,48 @@ class Runtime:
         await self.relay.release_dead_claims()
         await self.producer.start()
         self.relay.start()
+        task = asyncio.create_task(self._prepare_topics(), name="prepare-topics")
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    def needed_topics(self) -> list[str]:
+        """Our configured topics, the DLQ, and every topic a routing rule names."""
+        named = [topic for rule in self.router.rules for topic in rule.topics]
+        return list(dict.fromkeys([*self.settings.configured_topics, self.settings.kafka_topic_dlq, *named]))
+
+    def describe_topic(self, topic: str) -> TopicReport:
+        """Blocking: ask the cluster (call through asyncio.to_thread)."""
+        settings = self.settings
+        return self.kafka_admin.describe(
+            topic, settings.kafka_topic_partitions, settings.kafka_topic_replication_factor
+        )
+
+    async def _prepare_topics(self) -> None:
+        """Create missing topics and report mismatches; retried until the cluster answers."""
+        settings = self.settings
+        retention_ms = str(int(settings.kafka_topic_retention.total_seconds() * 1000))
+        while True:
+            try:
+                if settings.kafka_create_topics:
+                    await asyncio.to_thread(
+                        self.kafka_admin.ensure_topics,
+                        self.needed_topics(),
+                        settings.kafka_topic_partitions,
+                        settings.kafka_topic_replication_factor,
+                        {"retention.ms": retention_ms},
+                    )
+                for topic in self.needed_topics():
+                    report = await asyncio.to_thread(self.describe_topic, topic)
+                    self.topic_reports[topic] = report
+                    if report.mismatches:
+                        logger.warning(
+                            "topic differs from configuration",
+                            extra={"topic": topic, "mismatches": report.mismatches},
+                        )
+                return
+            except Exception as exc:  # the cluster may be down at start; the service runs anyway
+                logger.warning("topics not checked yet; retrying", extra={"reason": str(exc)})
+                await asyncio.sleep(TOPIC_CHECK_RETRY_SECONDS)
 
     async def set_paused(self, paused: bool) -> None:
         """Pause or resume publishing here at once, and everywhere at the next relay round."""
@@ -173,6 +225,8 @@ class Runtime:
     async def stop(self) -> int:
         """Stop the relay, flush the producer (bounded); returns records left unflushed."""
         self.shutting_down = True
+        for task in list(self.background):
+            task.cancel()
         await self.rules.stop()
         await self.relay.stop()
         left = await self.producer.close(self.settings.shutdown_flush_timeout.total_seconds())

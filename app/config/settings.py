@@ -48,7 +48,11 @@ class Settings(BaseSettings):
     kafka_topic_activities: str = "user.activities"
     kafka_topic_ml_training: str = "ml.training_events"
     kafka_topic_dlq: str = "dlq.events"
+    # Topics the service needs are created at start when missing (never changed when present).
+    kafka_create_topics: bool = True
     kafka_topic_partitions: Annotated[int, Field(ge=1, le=10_000)] = 4
+    kafka_topic_replication_factor: Annotated[int, Field(ge=1, le=100)] = 1
+    kafka_topic_retention: Duration = timedelta(days=7)
 
     # --- Producer
     kafka_producer_timeout: Duration = timedelta(seconds=10)

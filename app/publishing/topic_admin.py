@@ -1,41 +1,157 @@
-"""Creating the topics the service needs, through Kafka's admin API."""
+"""Kafka's admin API as the service uses it: create missing topics, describe them, consumer lag.
+
+Synchronous (confluent-kafka's AdminClient answers with concurrent futures): callers on the event
+loop use asyncio.to_thread.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import (
+    OFFSET_END,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType  # type: ignore[attr-defined]
 from confluent_kafka.cimpl import NewTopic
 
 logger = logging.getLogger(__name__)
 
 
-def ensure_topics(
-    bootstrap: str, topics: Iterable[str], partitions: int, replication_factor: int = 1, timeout: float = 15.0
-) -> list[str]:
-    """Create each missing topic; returns the names created. Existing topics are left as they are."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    existing = set(admin.list_topics(timeout=timeout).topics)
-    missing = [topic for topic in dict.fromkeys(topics) if topic not in existing]
-    if not missing:
-        return []
-    futures = admin.create_topics(
-        [
-            NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor)
-            for topic in missing
-        ],
-        operation_timeout=timeout,
-        request_timeout=timeout,
-    )
-    created = []
-    for topic, future in futures.items():
+@dataclass
+class TopicReport:
+    """What the cluster says about one topic, and how it differs from what we configured."""
+
+    name: str
+    exists: bool
+    partitions: int = 0
+    replication_factor: int = 0
+    offsets: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition -> (earliest, latest)
+    config: dict[str, str] = field(default_factory=dict)
+    mismatches: list[str] = field(default_factory=list)
+
+    @property
+    def messages(self) -> int:
+        return sum(latest - earliest for earliest, latest in self.offsets.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "exists": self.exists,
+            "partitions": self.partitions,
+            "replication_factor": self.replication_factor,
+            "messages": self.messages,
+            "offsets": {
+                str(p): {"earliest": lo, "latest": hi} for p, (lo, hi) in sorted(self.offsets.items())
+            },
+            "config": self.config,
+            "mismatches": self.mismatches,
+        }
+
+
+class KafkaAdmin:
+    """Topic creation and inspection against one cluster."""
+
+    def __init__(self, config: dict[str, Any], timeout: float = 10.0) -> None:
+        self.connection = {
+            key: value
+            for key, value in config.items()
+            if key.startswith(("bootstrap.", "security.", "sasl.", "ssl."))
+        }
+        self.client = AdminClient(self.connection)
+        self.timeout = timeout
+
+    def ensure_topics(
+        self, topics: Iterable[str], partitions: int, replication_factor: int, config: dict[str, str]
+    ) -> list[str]:
+        """Create each missing topic; existing ones are never changed. Returns the names created."""
+        existing = set(self.client.list_topics(timeout=self.timeout).topics)
+        missing = [topic for topic in dict.fromkeys(topics) if topic not in existing]
+        if not missing:
+            return []
+        futures = self.client.create_topics(
+            [NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor, config=config)
+             for topic in missing],
+            operation_timeout=self.timeout,
+            request_timeout=self.timeout,
+        )  # fmt: skip
+        created = []
+        for topic, future in futures.items():
+            try:
+                future.result(timeout=self.timeout)
+                created.append(topic)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+        logger.info("topics created", extra={"topics": created, "partitions": partitions})
+        return created
+
+    def describe(self, topic: str, expected_partitions: int, expected_replication: int) -> TopicReport:
+        # Ask for all topics: a metadata request naming a missing topic makes some brokers create it.
+        metadata = self.client.list_topics(timeout=self.timeout).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            return TopicReport(topic, exists=False, mismatches=["topic does not exist"])
+        partitions = sorted(metadata.partitions)
+        replication = min((len(p.replicas) for p in metadata.partitions.values()), default=0)
+        report = TopicReport(topic, exists=True, partitions=len(partitions), replication_factor=replication)
+        report.offsets = self.offsets(topic, partitions)
+        report.config = self.config_of(topic)
+        if len(partitions) != expected_partitions:
+            report.mismatches.append(f"{len(partitions)} partitions, configured {expected_partitions}")
+        if replication < expected_replication:
+            report.mismatches.append(f"replication factor {replication}, configured {expected_replication}")
+        return report
+
+    def offsets(self, topic: str, partitions: Iterable[int]) -> dict[int, tuple[int, int]]:
+        """Earliest and latest offset of each partition.
+
+        Read from the watermarks a Fetch response carries, not from ListOffsets: the development
+        broker answers ListOffsets with the last batch's base offset + 1 (shared/BROKER.md), while
+        the high mark of a Fetch is right on it and on Apache Kafka alike.
+        """
+        wanted = list(partitions)
+        consumer = Consumer(
+            {
+                **self.connection,
+                "group.id": f"event-ingest-watermarks-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+            }
+        )
         try:
-            future.result(timeout=timeout)
-            created.append(topic)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
-    logger.info("topics created", extra={"topics": created, "partitions": partitions})
-    return created
+            consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in wanted])
+            result: dict[int, tuple[int, int]] = {}
+            deadline = time.monotonic() + self.timeout
+            while len(result) < len(wanted) and time.monotonic() < deadline:
+                consumer.poll(0.1)  # a fetch: its response caches the partition's watermarks
+                for p in wanted:
+                    low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
+                    if low >= 0 and high >= 0:
+                        result[p] = (low, high)
+            if len(result) < len(wanted):
+                raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "no watermarks in time"))
+            return result
+        finally:
+            consumer.close()
+
+    def config_of(self, topic: str) -> dict[str, str]:
+        futures = self.client.describe_configs([ConfigResource(ResourceType.TOPIC, topic)])
+        try:
+            entries = next(iter(futures.values())).result(timeout=self.timeout)
+        except KafkaException:
+            return {}
+        return {name: str(entry.value) for name, entry in entries.items() if entry.value is not None}
+
+    def committed(self, group: str) -> dict[tuple[str, int], int]:
+        """A consumer group's committed offsets, by (topic, partition)."""
+        futures = self.client.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
+        answer = next(iter(futures.values())).result(timeout=self.timeout)
+        return {(tp.topic, tp.partition): tp.offset for tp in answer.topic_partitions if tp.offset >= 0}
