@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from prometheus_client import disable_created_metrics, multiprocess
 from prometheus_fastapi_instrumentator import Instrumentator
 
-from app.api import admin_kafka, admin_publisher, admin_rules, operations
+from app.api import admin_dlq, admin_kafka, admin_publisher, admin_rules, operations
 from app.api.errors import install_error_handlers
 from app.api.events import events_router
 from app.api.responses import JsonResponse
@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin_rules.router)
     app.include_router(admin_publisher.router)
     app.include_router(admin_kafka.router)
+    app.include_router(admin_dlq.router)
     Instrumentator(registry=runtime.registry, excluded_handlers=["/metrics/prometheus"]).instrument(
         app
     ).expose(app, endpoint="/metrics/prometheus", tags=["operations"], summary="Prometheus metrics")

@@ -99,6 +99,11 @@ class Settings(BaseSettings):
         "", description="regex (with ${env} and ${eventType}) a topic not on the allow-list must match"
     )
 
+    # --- Dead-letter replay (POST /admin/dlq/replay)
+    dlq_replay_group: str = "event-ingest-dlq-replay"
+    dlq_replay_window: Annotated[int, Field(ge=1, le=100_000)] = 100
+    dlq_replay_timeout: Duration = timedelta(seconds=60)
+
     # --- Idempotency (client_attempt_id, Idempotency-Key)
     idempotency_window: Duration = timedelta(hours=24)
     idempotency_store: Literal["memory", "database"] = "memory"

@@ -124,6 +124,7 @@ class KafkaAdmin:
                 **self.connection,
                 "group.id": f"event-ingest-watermarks-{uuid.uuid4().hex[:8]}",
                 "enable.auto.commit": False,
+                "fetch.wait.max.ms": 10,  # an empty fetch at the end should come back at once
             }
         )
         try:
