@@ -8,6 +8,7 @@ instance at its next poll.
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
@@ -33,9 +34,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 class RuleSet(BaseModel):
-    """All rules in evaluation order, and the version of the set."""
+    """All rules in evaluation order, the version of the set, and the worker that answered."""
 
     version: int
+    worker_pid: int
     rules: list[RoutingRule]
 
 
@@ -48,6 +50,7 @@ class RuleTest(BaseModel):
 def _rule_set(runtime: Runtime) -> dict[str, Any]:
     return {
         "version": runtime.rules.version,
+        "worker_pid": os.getpid(),  # with several workers: which one answered, at which version
         "rules": [rule.model_dump(mode="json") for rule in runtime.router.rules],
     }
 

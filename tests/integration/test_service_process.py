@@ -213,6 +213,23 @@ def test_several_workers_report_the_sum_to_prometheus(
             for _ in range(20):
                 pids.add(client.get("/metrics/publisher", headers={"Connection": "close"}).json()["pid"])
             text = client.get("/metrics/prometheus").text
+            # A rule added through one worker takes effect in the other within the poll interval.
+            rule = {
+                "id": "everything-to-dlq-copy",
+                "name": "copy",
+                "event_types": ["activity"],
+                "topics": [topics["KAFKA_TOPIC_DLQ"]],
+            }
+            assert client.post("/admin/routing-rules", json=rule).status_code == 201
+            time.sleep(3)  # ROUTING_RULES_POLL_INTERVAL is 2s
+            seen: set[tuple[int, bool]] = set()
+            for _ in range(30):
+                listed = client.get("/admin/routing-rules", headers={"Connection": "close"}).json()
+                seen.add(
+                    (listed["worker_pid"], any(r["id"] == "everything-to-dlq-copy" for r in listed["rules"]))
+                )
+            assert {pid for pid, _ in seen} == pids, seen  # both workers answered
+            assert all(has_rule for _, has_rule in seen), seen
     finally:
         assert _stop(process) == 0
     line = f'event_ingest_events_published_total{{topic="{topics["KAFKA_TOPIC_ACTIVITIES"]}"}}'
