@@ -11,6 +11,7 @@ Synchronous: the admin routes run these in a worker thread.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -153,6 +154,7 @@ class DeadLetters:
         return Consumer(
             {
                 **self.admin.connection,
+                "logger": logging.getLogger("librdkafka"),
                 "group.id": group,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",

@@ -25,18 +25,23 @@ class PauseSwitch:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.paused = False
+        self._changes = 0  # a reading older than our own latest change must not overwrite it
 
     def refresh(self) -> bool:
+        changes = self._changes
         with Session(self.engine) as session:
             row = session.get(ServiceFlag, FLAG)
-            self.paused = bool(row and row.enabled)
+            if changes == self._changes:
+                self.paused = bool(row and row.enabled)
             return self.paused
 
     def set(self, paused: bool) -> None:
-        self.paused = paused
         with Session(self.engine) as session, session.begin():
             row = session.get(ServiceFlag, FLAG, with_for_update=True)
             if row is None:
                 session.add(ServiceFlag(name=FLAG, enabled=paused, updated_at=datetime.now(UTC)))
             else:
                 row.enabled, row.updated_at = paused, datetime.now(UTC)
+        # After the commit: a refresh that read before it sees the counter moved and drops its reading.
+        self._changes += 1
+        self.paused = paused

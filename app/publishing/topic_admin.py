@@ -67,7 +67,8 @@ class KafkaAdmin:
             for key, value in config.items()
             if key.startswith(("bootstrap.", "security.", "sasl.", "ssl."))
         }
-        self.client = AdminClient(self.connection)
+        # librdkafka's own log lines go through Python logging instead of raw stderr.
+        self.client = AdminClient({**self.connection, "logger": logging.getLogger("librdkafka")})
         self.timeout = timeout
 
     def ensure_topics(
@@ -122,6 +123,7 @@ class KafkaAdmin:
         consumer = Consumer(
             {
                 **self.connection,
+                "logger": logging.getLogger("librdkafka"),
                 "group.id": f"event-ingest-watermarks-{uuid.uuid4().hex[:8]}",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 10,  # an empty fetch at the end should come back at once
