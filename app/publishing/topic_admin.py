@@ -62,13 +62,14 @@ class KafkaAdmin:
     """Topic creation and inspection against one cluster."""
 
     def __init__(self, config: dict[str, Any], timeout: float = 10.0) -> None:
-        self.connection = {
+        self.connection: dict[str, Any] = {
             key: value
             for key, value in config.items()
             if key.startswith(("bootstrap.", "security.", "sasl.", "ssl."))
         }
         # librdkafka's own log lines go through Python logging instead of raw stderr.
-        self.client = AdminClient({**self.connection, "logger": logging.getLogger("librdkafka")})
+        admin_config: dict[str, Any] = {**self.connection, "logger": logging.getLogger("librdkafka")}
+        self.client = AdminClient(admin_config)
         self.timeout = timeout
 
     def ensure_topics(
