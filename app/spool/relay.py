@@ -175,9 +175,13 @@ class SpoolRelay:
         await asyncio.to_thread(self.spool.store.delete, done)
         for row_id, reason in to_dlq:
             await asyncio.to_thread(self.spool.store.redirect_to_dlq, [row_id], reason)
-        for row, error in failed:
-            retry_at = datetime.now(UTC) + timedelta(seconds=self.retry.delay(row.attempts + 1))
-            await asyncio.to_thread(self.spool.store.release, [row.id], str(error), retry_at)
+        if failed:
+            # One retry time for the round (from its most-tried row): one transaction, not one per row.
+            attempts = max(row.attempts for row, _ in failed) + 1
+            retry_at = datetime.now(UTC) + timedelta(seconds=self.retry.delay(attempts))
+            await asyncio.to_thread(
+                self.spool.store.release, [row.id for row, _ in failed], str(failed[0][1]), retry_at
+            )
         if failed:
             logger.warning(
                 "spool relay: records not delivered, will retry",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.orm import Session, aliased
@@ -165,33 +166,23 @@ class SpoolStore:
 
     def release(self, ids: Sequence[int], error: str, retry_at: datetime, *, attempted: bool = True) -> None:
         """Free the claim and set when to try again; count an attempt only if one was made."""
-        if not ids:
-            return
-        with Session(self.engine) as session, session.begin():
-            session.execute(
-                update(SpooledRecord)
-                .where(SpooledRecord.id.in_(ids))
-                .values(
-                    attempts=SpooledRecord.attempts + (1 if attempted else 0),
-                    last_error=error[:2000],
-                    next_attempt_at=retry_at,
-                    claimed_by=None,
-                    claimed_until=None,
-                )
-            )
+        self._unclaim(
+            ids,
+            attempts=SpooledRecord.attempts + (1 if attempted else 0),
+            last_error=error[:2000],
+            next_attempt_at=retry_at,
+        )
 
     def redirect_to_dlq(self, ids: Sequence[int], reason: str) -> None:
         """Mark rows to go to the dead-letter topic instead of their own, due at once."""
+        self._unclaim(ids, dlq_reason=reason[:2000], next_attempt_at=datetime.now(UTC))
+
+    def _unclaim(self, ids: Sequence[int], **values: Any) -> None:
         if not ids:
             return
         with Session(self.engine) as session, session.begin():
             session.execute(
                 update(SpooledRecord)
                 .where(SpooledRecord.id.in_(ids))
-                .values(
-                    dlq_reason=reason[:2000],
-                    next_attempt_at=datetime.now(UTC),
-                    claimed_by=None,
-                    claimed_until=None,
-                )
+                .values(claimed_by=None, claimed_until=None, **values)
             )
