@@ -32,7 +32,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 typecheck: install
-	$(VENV)/bin/mypy app tests bench
+	$(VENV)/bin/mypy app ingest_client tests bench
 
 unit: install
 	$(PY) -m pytest tests/unit

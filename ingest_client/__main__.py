@@ -1,0 +1,3 @@
+from ingest_client.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,369 @@
+"""`ingest`: run, feed and inspect the event-ingest service from a terminal.
+
+ingest serve                       the service (as `make run` without the set-up)
+ingest dev-broker [--port 9092]    a local development broker until Ctrl-C
+ingest migrate                     alembic upgrade head on DATABASE_URL
+ingest send FILE|-                 post events from a JSON array or JSON lines, with progress
+ingest tail TOPIC                  print records with key, partition, offset and headers
+ingest dlq list | dlq replay       dead letters, through the admin API
+ingest rules list | rules test F   routing rules, through the admin API
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+import orjson
+
+DEFAULT_URL = os.environ.get("INGEST_URL", "http://127.0.0.1:8083")
+
+
+class CliError(Exception):
+    """A problem to tell the user in one line, without a traceback."""
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    try:
+        response = httpx.request(
+            method, f"{args.url.rstrip('/')}{path}", json=body, headers=headers, timeout=120
+        )
+    except httpx.TransportError as exc:
+        raise CliError(f"cannot reach the service at {args.url}: {exc}") from None
+    if response.status_code in (401, 403):
+        raise CliError(f"the service refused the API key ({response.status_code}): {response.text}")
+    if response.status_code >= 400:
+        raise CliError(f"{method} {path} answered {response.status_code}: {response.text}")
+    return response.json() if response.content else None
+
+
+def _print_json(value: Any, out: TextIO = sys.stdout) -> None:
+    out.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _read_events(source: str) -> Iterator[dict[str, Any]]:
+    """Events from a JSON array or JSON lines, from a file or `-` (stdin)."""
+    stream = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
+    try:
+        first = stream.read(1)
+        while first.isspace():
+            first = stream.read(1)
+        if first == b"[":
+            items = orjson.loads(first + stream.read())
+            if not isinstance(items, list):
+                raise CliError(f"{source}: expected a JSON array or JSON lines")
+            yield from items
+            return
+        for line_number, line in enumerate(itertools.chain([first + stream.readline()], stream), start=1):
+            if line.strip():
+                try:
+                    yield orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    raise CliError(f"{source}:{line_number}: not JSON: {exc}") from None
+    except FileNotFoundError:
+        raise CliError(f"{source}: no such file") from None
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+class Progress:
+    """A one-line progress bar on stderr (only drawn on a terminal, or when forced)."""
+
+    def __init__(self, total: int | None, force: bool = False) -> None:
+        self.total = total
+        self.done = 0
+        self.rejected = 0
+        self.started = time.monotonic()
+        self.enabled = force or sys.stderr.isatty()
+
+    def advance(self, done: int, rejected: int) -> None:
+        self.done += done
+        self.rejected += rejected
+        if not self.enabled:
+            return
+        rate = self.done / max(1e-6, time.monotonic() - self.started)
+        if self.total:
+            filled = int(30 * self.done / self.total)
+            bar = "#" * filled + "-" * (30 - filled)
+            text = f"\r[{bar}] {self.done:,}/{self.total:,} {rate:,.0f}/s rejected {self.rejected:,}"
+        else:
+            text = f"\r{self.done:,} sent {rate:,.0f}/s rejected {self.rejected:,}"
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from app.main import main as serve
+
+    serve()
+    return 0
+
+
+def cmd_dev_broker(args: argparse.Namespace) -> int:
+    from app.devbroker import DevBroker
+
+    with DevBroker(args.port) as broker:
+        print(f"development broker on {broker.bootstrap} (pid {broker.pid}); Ctrl-C stops it", flush=True)
+        stop = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # delivered to sigwait, not as KeyboardInterrupt
+        signal.sigwait(stop)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from app.config.settings import load_settings
+    from app.spool import migrations
+
+    url = load_settings().sqlalchemy_url
+    migrations.upgrade(url)
+    print(f"database at head: {load_settings().public_view()['database_url']}")
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from ingest_client import EventClient
+
+    total = None
+    if args.source != "-" and Path(args.source).is_file():
+        with open(args.source, "rb") as counting:
+            is_array = counting.read(64).lstrip().startswith(b"[")
+            counting.seek(0)
+            total = None if is_array else sum(1 for line in counting if line.strip())
+    progress = Progress(total, force=args.progress)
+    rejected: list[dict[str, Any]] = []
+    with EventClient(args.url, api_key=args.api_key, batch_size=args.batch_size) as client:
+        batch: list[dict[str, Any]] = []
+        for event in _read_events(args.source):
+            batch.append(event)
+            if len(batch) >= args.batch_size:
+                _send_batch(client, batch, progress, rejected)
+                batch = []
+        if batch:
+            _send_batch(client, batch, progress, rejected)
+    progress.finish()
+    for item in rejected[:20]:
+        sys.stderr.write(f"rejected: {orjson.dumps(item).decode()}\n")
+    print(
+        f"sent {progress.done:,} events: {progress.done - progress.rejected:,} taken, {progress.rejected:,} rejected"
+    )
+    return 1 if progress.rejected else 0
+
+
+def _send_batch(client: Any, batch: list[dict[str, Any]], progress: Progress, rejected: list[Any]) -> None:
+    from pydantic import ValidationError
+
+    from ingest_client.protocol import IngestError
+
+    valid = []
+    for event in batch:
+        try:
+            valid.append(_with_id(event))
+        except ValidationError as exc:
+            rejected.append({"event": event, "errors": exc.errors(include_url=False, include_input=False)})
+    try:
+        results = client.publish_many(valid)
+    except IngestError as exc:
+        raise CliError(str(exc)) from None
+    failed = [result for result in results if not result.ok]
+    rejected += [{"event_id": result.event_id, "errors": result.errors} for result in failed]
+    progress.advance(len(batch), len(failed) + len(batch) - len(valid))
+
+
+def _with_id(event: dict[str, Any]) -> Any:
+    from ingest_client.protocol import as_event
+
+    return as_event({"event_id": str(uuid.uuid4()), **event})
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+
+    brokers = args.brokers or os.environ.get("KAFKA_BROKERS") or "127.0.0.1:9092"
+    consumer = Consumer(
+        {
+            "bootstrap.servers": brokers,
+            "group.id": f"ingest-tail-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "socket.connection.setup.timeout.ms": 5000,
+        }
+    )
+    try:
+        metadata = consumer.list_topics(args.topic, timeout=10)
+    except Exception as exc:
+        consumer.close()
+        raise CliError(f"cannot reach Kafka at {brokers}: {exc}") from None
+    described = metadata.topics.get(args.topic)
+    if described is None or described.error is not None or not described.partitions:
+        consumer.close()
+        raise CliError(f"no topic {args.topic!r} on {brokers}")
+    start = OFFSET_BEGINNING if args.from_beginning else OFFSET_END
+    consumer.assign([TopicPartition(args.topic, p, start) for p in described.partitions])
+    shown = 0
+    idle_since = time.monotonic()
+    try:
+        while args.max is None or shown < args.max:
+            message = consumer.poll(0.5)
+            if message is None or message.error() is not None:
+                if not args.follow and time.monotonic() - idle_since > args.idle:
+                    break
+                continue
+            idle_since = time.monotonic()
+            _print_record(message, args.protobuf)
+            shown += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+    sys.stderr.write(f"{shown} record(s)\n")
+    return 0
+
+
+def _print_record(message: Any, protobuf: bool) -> None:
+    headers = {name: (value or b"").decode(errors="replace") for name, value in (message.headers() or [])}
+    raw = message.value() or b""
+    value: Any
+    if protobuf or headers.get("content_type", "").startswith("application/x-protobuf"):
+        from google.protobuf.json_format import MessageToDict
+
+        from app.serialization.generated import events_pb2
+
+        value = MessageToDict(events_pb2.Event.FromString(raw), preserving_proto_field_name=True)
+    else:
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            value = raw.decode(errors="replace")
+    key = message.key()
+    record = {
+        "topic": message.topic(),
+        "partition": message.partition(),
+        "offset": message.offset(),
+        "key": key.decode(errors="replace") if isinstance(key, bytes) else key,
+        "headers": headers,
+        "value": value,
+    }
+    sys.stdout.write(orjson.dumps(record).decode() + "\n")
+    sys.stdout.flush()
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    if args.dlq_command == "list":
+        _print_json(_api(args, "GET", f"/admin/dlq?limit={args.limit}"))
+        return 0
+    body = {
+        key: value
+        for key, value in {
+            "reason": args.reason,
+            "event_type": args.event_type,
+            "original_topic": args.original_topic,
+            "since": args.since,
+            "until": args.until,
+            "dry_run": args.dry_run,
+        }.items()
+        if value not in (None, False)
+    }
+    _print_json(_api(args, "POST", "/admin/dlq/replay", body))
+    return 0
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    if args.rules_command == "list":
+        _print_json(_api(args, "GET", "/admin/routing-rules"))
+        return 0
+    try:
+        event = orjson.loads(Path(args.file).read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise CliError(f"{args.file}: {exc}") from None
+    _print_json(_api(args, "POST", "/admin/routing-rules/test", {"event": event}))
+    return 0
+
+
+# --- wiring ----------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="ingest", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    root.add_argument("--url", default=DEFAULT_URL, help="service URL (INGEST_URL); default %(default)s")
+    root.add_argument("--api-key", default=os.environ.get("INGEST_API_KEY"), help="API key (INGEST_API_KEY)")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("serve", help="run the service").set_defaults(run=cmd_serve)
+    broker = commands.add_parser("dev-broker", help="run a local development broker")
+    broker.add_argument("--port", type=int, default=9092)
+    broker.set_defaults(run=cmd_dev_broker)
+    commands.add_parser("migrate", help="alembic upgrade head").set_defaults(run=cmd_migrate)
+
+    send = commands.add_parser("send", help="post events from a JSON or JSON-lines file, or - for stdin")
+    send.add_argument("source")
+    send.add_argument("--batch-size", type=int, default=500)
+    send.add_argument(
+        "--progress", action="store_true", help="draw the progress bar even when not on a terminal"
+    )
+    send.set_defaults(run=cmd_send)
+
+    tail = commands.add_parser("tail", help="print a topic's records")
+    tail.add_argument("topic")
+    tail.add_argument("--brokers", help="bootstrap servers (default KAFKA_BROKERS)")
+    tail.add_argument("--from-beginning", action="store_true")
+    tail.add_argument("--follow", action="store_true", help="keep waiting for new records")
+    tail.add_argument("--max", type=int, help="stop after this many records")
+    tail.add_argument(
+        "--idle", type=float, default=3.0, help="without --follow: stop after this many idle seconds"
+    )
+    tail.add_argument("--protobuf", action="store_true", help="decode values as event_ingest.v1.Event")
+    tail.set_defaults(run=cmd_tail)
+
+    dlq = commands.add_parser("dlq", help="dead letters")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_list = dlq_commands.add_parser("list")
+    dlq_list.add_argument("--limit", type=int, default=20)
+    replay = dlq_commands.add_parser("replay")
+    for name in ("--reason", "--event-type", "--original-topic", "--since", "--until"):
+        replay.add_argument(name)
+    replay.add_argument("--dry-run", action="store_true")
+    dlq.set_defaults(run=cmd_dlq)
+
+    rules = commands.add_parser("rules", help="routing rules")
+    rules_commands = rules.add_subparsers(dest="rules_command", required=True)
+    rules_commands.add_parser("list")
+    rules_test = rules_commands.add_parser("test", help="route the event in FILE (JSON with event_type)")
+    rules_test.add_argument("file")
+    rules.set_defaults(run=cmd_rules)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except CliError as exc:
+        sys.stderr.write(f"ingest: {exc}\n")
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

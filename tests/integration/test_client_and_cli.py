@@ -1,0 +1,149 @@
+"""The Python client and the `ingest` command against the running service and the real broker."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from app.devbroker import DevBroker, free_port
+from app.factory import create_app
+from ingest_client import AsyncEventClient, PublishStatus
+from tests.conftest import SettingsFactory, activity_event, attempt, topic_settings
+from tests.integration.test_service_process import _env, _start, _stop, _wait_ready
+from tests.kafka_helpers import read_topic
+from tests.traffic import wait_until_spool_empty
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _activity(**fields: Any) -> dict[str, Any]:
+    return {"event_type": "activity", **activity_event(**fields)}
+
+
+async def test_async_client_publishes_singles_and_batches_and_reports_rejections(
+    make_settings: SettingsFactory,
+) -> None:
+    settings = make_settings(kafka_message_max_bytes=2000)
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        AsyncEventClient("http://127.0.0.1", transport=transport) as client,
+    ):
+        single = await client.publish({"event_type": "attempt", **attempt(quality=5)})
+        again = await client.publish({"event_type": "attempt", **attempt(quality=5, client_attempt_id="x1")})
+        repeat = await client.publish({"event_type": "attempt", **attempt(quality=5, client_attempt_id="x1")})
+        batch = await client.publish_many(
+            [
+                _activity(user_id="b1"),
+                _activity(user_id="b2", properties={"blob": "x" * 3000}),
+                _activity(),
+            ]
+        )
+        for n in range(5):
+            await client.enqueue(_activity(user_id=f"q{n}"))
+        flushed = await client.flush()
+
+    assert single.status is PublishStatus.ACCEPTED
+    assert single.topics == [settings.kafka_topic_ml_training, settings.kafka_topic_attempts]
+    assert again.ok
+    assert repeat.status is PublishStatus.DUPLICATE
+    assert repeat.event_id == again.event_id
+    assert [result.status for result in batch] == [
+        PublishStatus.ACCEPTED,
+        PublishStatus.REJECTED,
+        PublishStatus.ACCEPTED,
+    ]
+    assert batch[1].errors[0]["code"] == "record_rejected"
+    assert batch[1].retriable is False
+    assert [result.status for result in flushed] == [PublishStatus.ACCEPTED] * 5
+    records = read_topic(settings.kafka_brokers, settings.kafka_topic_activities, expected=7)
+    assert len(records) == 7
+
+
+async def test_client_through_a_paused_broker_publishes_each_event_once(
+    make_settings: SettingsFactory, dev_broker: DevBroker
+) -> None:
+    settings = make_settings(kafka_brokers=dev_broker.bootstrap, kafka_producer_timeout="1s",
+                             spool_relay_interval="200ms")  # fmt: skip
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with AsyncEventClient("http://127.0.0.1", transport=transport) as client:
+            assert (await client.publish(_activity(user_id="warm"))).ok
+            dev_broker.pause()
+            try:
+                results = await client.publish_many([_activity(user_id=f"p{n}") for n in range(20)])
+            finally:
+                dev_broker.resume()
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as plain:
+                await wait_until_spool_empty(plain, within=60)
+
+    assert all(result.ok for result in results)
+    records = read_topic(dev_broker.bootstrap, settings.kafka_topic_activities, expected=21)
+    seen = Counter(record.headers["event_id"].decode() for record in records)
+    assert {result.event_id for result in results} <= set(seen)
+    print(
+        f"\n[client-pause] statuses={Counter(r.status.value for r in results)} duplicates={sum(seen.values()) - len(seen)}"
+    )
+
+
+def test_ingest_send_100k_with_progress_and_tail(
+    kafka_bootstrap: str, tmp_path: Path, sqlite_url: str
+) -> None:
+    topics = {key.upper(): value for key, value in topic_settings(f"cli{free_port()}").items()}
+    port = free_port()
+    events = tmp_path / "events.jsonl"
+    with events.open("wb") as out:
+        for n in range(100_000):
+            out.write(orjson.dumps(_activity(user_id=f"u{n % 1000}", metadata={"n": str(n)})) + b"\n")
+    env = _env(KAFKA_BROKERS=kafka_bootstrap, PORT=str(port), DATABASE_URL=sqlite_url, **topics)
+    process = _start(env, tmp_path / "service.log")
+    try:
+        _wait_ready(port, process, tmp_path / "service.log")
+        sent = subprocess.run(
+            [sys.executable, "-m", "ingest_client", "--url", f"http://127.0.0.1:{port}", "send", str(events),
+             "--progress"],
+            capture_output=True, text=True, timeout=600, cwd=ROOT, check=False,
+        )  # fmt: skip
+    finally:
+        _stop(process)
+    assert sent.returncode == 0, sent.stderr[-2000:]
+    assert "sent 100,000 events: 100,000 taken, 0 rejected" in sent.stdout
+    assert "100,000/100,000" in sent.stderr  # the progress bar reached the end
+
+    tail = subprocess.run(
+        [sys.executable, "-m", "ingest_client", "tail", topics["KAFKA_TOPIC_ACTIVITIES"], "--brokers", kafka_bootstrap,
+         "--from-beginning", "--max", "100000", "--idle", "10"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, check=False,
+    )  # fmt: skip
+    lines = tail.stdout.splitlines()
+    assert len(lines) == 100_000, tail.stderr[-2000:]
+    first = orjson.loads(lines[0])
+    assert set(first) == {"topic", "partition", "offset", "key", "headers", "value"}
+    assert first["headers"]["event_type"] == "activity"
+    assert len({orjson.loads(line)["headers"]["event_id"] for line in lines}) == 100_000
+
+
+def test_cli_says_clearly_when_the_service_or_broker_is_unreachable(tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    rules = subprocess.run(
+        [sys.executable, "-m", "ingest_client", "--url", dead, "rules", "list"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert rules.returncode == 2
+    assert rules.stderr.startswith(f"ingest: cannot reach the service at {dead}")
+    tail = subprocess.run(
+        [sys.executable, "-m", "ingest_client", "tail", "x", "--brokers", f"127.0.0.1:{free_port()}"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert tail.returncode == 2
+    assert "cannot reach Kafka" in tail.stderr
