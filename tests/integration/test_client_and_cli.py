@@ -147,3 +147,38 @@ def test_cli_says_clearly_when_the_service_or_broker_is_unreachable(tmp_path: Pa
     )  # fmt: skip
     assert tail.returncode == 2
     assert "cannot reach Kafka" in tail.stderr
+
+
+async def test_client_retries_through_a_429_and_publishes_once(
+    make_settings: SettingsFactory, dev_broker: DevBroker
+) -> None:
+    import asyncio
+
+    settings = make_settings(kafka_brokers=dev_broker.bootstrap, kafka_queue_max_messages=1,
+                             kafka_producer_timeout="10s", circuit_breaker_failure_threshold=100)  # fmt: skip
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        AsyncEventClient("http://127.0.0.1", transport=transport) as client,
+    ):
+        assert (await client.publish(_activity(user_id="warm"))).ok
+        dev_broker.pause()
+        holder = asyncio.create_task(client.publish(_activity(user_id="holds-the-queue")))
+        producer = app.state.runtime.producer
+        for _ in range(100):  # until the held record occupies the one-record queue (at most 5 s)
+            if producer.queue_length() >= 1:
+                break
+            await asyncio.sleep(0.05)
+        loop = asyncio.get_running_loop()
+        loop.call_later(1.5, dev_broker.resume)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as plain:
+            first_try = await plain.post("/v1/events/activities", json=activity_event(user_id="probe"))
+        result = await client.publish(_activity(user_id="retried"))
+        await holder
+
+    assert first_try.status_code == 429, first_try.text  # what the client met and retried through
+    assert result.status is PublishStatus.ACCEPTED
+    records = read_topic(dev_broker.bootstrap, settings.kafka_topic_activities, expected=3)
+    ids = Counter(record.headers["event_id"].decode() for record in records)
+    assert ids[result.event_id or ""] == 1
