@@ -182,3 +182,41 @@ async def test_client_retries_through_a_429_and_publishes_once(
     records = read_topic(dev_broker.bootstrap, settings.kafka_topic_activities, expected=3)
     ids = Counter(record.headers["event_id"].decode() for record in records)
     assert ids[result.event_id or ""] == 1
+
+
+def test_cli_admin_commands_and_migrate(kafka_bootstrap: str, tmp_path: Path, sqlite_url: str) -> None:
+    topics = {key.upper(): value for key, value in topic_settings(f"adm{free_port()}").items()}
+    port = free_port()
+    env = _env(KAFKA_BROKERS=kafka_bootstrap, PORT=str(port), DATABASE_URL=sqlite_url, **topics)
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    migrated = subprocess.run(
+        [sys.executable, "-m", "ingest_client", "migrate"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, check=False, env={**env, "DATABASE_URL": fresh},
+    )  # fmt: skip
+    assert migrated.returncode == 0, migrated.stderr
+    assert "database at head" in migrated.stdout
+
+    event = tmp_path / "event.json"
+    event.write_bytes(orjson.dumps({"event_type": "attempt", **attempt(quality=5)}))
+    process = _start(env, tmp_path / "service.log")
+    try:
+        _wait_ready(port, process, tmp_path / "service.log")
+
+        def ingest(*args: str) -> Any:
+            done = subprocess.run(
+                [sys.executable, "-m", "ingest_client", "--url", f"http://127.0.0.1:{port}", *args],
+                capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            return orjson.loads(done.stdout)
+
+        rules = ingest("rules", "list")
+        explained = ingest("rules", "test", str(event))
+        dead = ingest("dlq", "list", "--limit", "5")
+        replayed = ingest("dlq", "replay", "--reason", "nothing-like-this", "--dry-run")
+    finally:
+        _stop(process)
+    assert "all-attempts" in [rule["id"] for rule in rules["rules"]]
+    assert explained["topics"] == [topics["KAFKA_TOPIC_ML_TRAINING"], topics["KAFKA_TOPIC_ATTEMPTS"]]
+    assert dead["records"] == []
+    assert replayed["dry_run"] is True
