@@ -5,8 +5,8 @@ from __future__ import annotations
 from logging.config import fileConfig
 
 from alembic import context
-from app.spool.database import create_database_engine
-from app.spool.schema import Base
+from app.database.engine import create_database_engine
+from app.database.schema import Base
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
 from app.config.settings import Settings
+from app.database.engine import check_schema, create_database_engine
 from app.idempotency.store import DatabaseIdempotencyStore, IdempotencyStore, MemoryIdempotencyStore
 from app.ingest.service import IngestService
 from app.observability.publisher_metrics import PublisherMetrics
@@ -26,7 +27,6 @@ from app.routing.router import Router
 from app.routing.rules import default_rules
 from app.routing.store import RuleStore, RuleSync
 from app.serialization.codecs import serializer_for
-from app.spool.database import check_schema, create_database_engine
 from app.spool.relay import SpoolRelay
 from app.spool.service import Spool
 from app.spool.store import SpoolStore

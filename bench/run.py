@@ -31,8 +31,8 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from app.database import migrations  # noqa: E402
 from app.devbroker import DevBroker, free_port  # noqa: E402
-from app.spool import migrations  # noqa: E402
 
 PYTHON = sys.executable
 TICKS = os.sysconf("SC_CLK_TCK")

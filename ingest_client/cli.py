@@ -133,7 +133,7 @@ def cmd_dev_broker(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from app.config.settings import load_settings
-    from app.spool import migrations
+    from app.database import migrations
 
     url = load_settings().sqlalchemy_url
     migrations.upgrade(url)

@@ -20,9 +20,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from app.config.settings import Settings, load_settings
+from app.database import migrations
 from app.devbroker import DevBroker, free_port
 from app.factory import create_app
-from app.spool import migrations
 
 POSTGRES_SERVER = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

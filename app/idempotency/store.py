@@ -17,7 +17,7 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.spool.schema import IdempotencyKey
+from app.database.schema import IdempotencyKey
 
 StoredResult = dict[str, Any]
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from app.spool.schema import ServiceFlag
+from app.database.schema import ServiceFlag
 
 FLAG = "publisher_paused"
 

@@ -16,10 +16,10 @@ from pydantic import ValidationError
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
+from app.database.schema import RoutingRulesVersion, StoredRoutingRule
 from app.routing.governance import TopicPolicy
 from app.routing.router import Router
 from app.routing.rules import RoutingRule
-from app.spool.schema import RoutingRulesVersion, StoredRoutingRule
 
 logger = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ import socket
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
+from app.database.schema import SpooledRecord
 from app.observability.publisher_metrics import PublisherMetrics
 from app.publishing.breaker import DeliveryBreaker, OutageError
 from app.publishing.errors import BrokerUnavailableError, DeliveryError, QueueFullError
@@ -22,7 +23,6 @@ from app.publishing.pause import PauseSwitch
 from app.publishing.producer import AsyncProducer, DeliveryReport, delivery_error
 from app.publishing.records import dead_letter_headers
 from app.publishing.retry import RetryPolicy
-from app.spool.schema import SpooledRecord
 from app.spool.service import Spool
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.orm import Session, aliased
 
-from app.spool.schema import SpooledRecord
+from app.database.schema import SpooledRecord
 
 
 @dataclass(frozen=True, slots=True)

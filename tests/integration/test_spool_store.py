@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import inspect
 
-from app.spool import migrations
-from app.spool.database import DatabaseNotMigratedError, check_schema, create_database_engine
+from app.database import migrations
+from app.database.engine import DatabaseNotMigratedError, check_schema, create_database_engine
 from app.spool.store import NewRecord, SpoolFullError, SpoolStore
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""Tables of the service's own database (managed by alembic migrations in alembic/versions)."""
+"""Tables of the service's own database, managed by alembic migrations in alembic/versions."""
 
 from __future__ import annotations
 

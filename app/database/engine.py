@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 
-from app.spool.schema import Base
+from app.database.schema import Base
 
 
 class DatabaseNotMigratedError(RuntimeError):
