@@ -122,13 +122,6 @@ class EventPublisher:
         self.idle.set()
         self.draining = False  # set at shutdown: no more retries, what is not acknowledged is spooled
 
-    async def publish(
-        self, event: BaseEvent, traceparent: str | None = None, *, spool_only: bool = False
-    ) -> PublishResult:
-        """Publish one event to every topic its route names."""
-        (result,) = await self.publish_many([event], traceparent, spool_only=spool_only)
-        return result
-
     async def publish_many(
         self, events: Sequence[BaseEvent], traceparent: str | None = None, *, spool_only: bool = False
     ) -> list[PublishResult]:
