@@ -139,19 +139,19 @@ class Runtime:
             RuleStore(engine), router, policy, settings.routing_rules_poll_interval.total_seconds()
         )
         return cls(
-            settings,
-            registry,
-            metrics,
-            router,
-            breaker,
-            producer,
-            engine,
-            spool,
-            relay,
-            publisher,
-            ingest,
-            rules,
-            KafkaAdmin(settings.librdkafka_config()),
+            settings=settings,
+            registry=registry,
+            metrics=metrics,
+            router=router,
+            breaker=breaker,
+            producer=producer,
+            engine=engine,
+            spool=spool,
+            relay=relay,
+            publisher=publisher,
+            ingest=ingest,
+            rules=rules,
+            kafka_admin=KafkaAdmin(settings.librdkafka_config()),
         )
 
     async def start(self) -> None:
