@@ -19,9 +19,12 @@ $(STAMP): pyproject.toml
 	touch $@
 
 ## run: migrate the database, start the service on PORT (and a local dev broker when KAFKA_BROKERS is unset)
+# Authentication is off for local development unless the environment or .env says otherwise.
+RUN_AUTH := $(if $(shell grep -s '^AUTH_ENABLED=' .env),,AUTH_ENABLED=$${AUTH_ENABLED:-false})
+
 run: install
 	$(VENV)/bin/alembic upgrade head
-	$(PY) -m app
+	$(RUN_AUTH) $(PY) -m app
 
 ## test: ruff, mypy and the whole pytest suite (starts its own broker on a free port)
 test: install lint typecheck

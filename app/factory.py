@@ -15,9 +15,11 @@ from fastapi import FastAPI
 from prometheus_client import disable_created_metrics, multiprocess
 from prometheus_fastapi_instrumentator import Instrumentator
 
-from app.api import admin_dlq, admin_kafka, admin_publisher, admin_rules, operations
+from app.api import admin_dlq, admin_kafka, admin_keys, admin_publisher, admin_rules, operations
+from app.api.auth import AUTH_RESPONSES, AuthMiddleware, document_security
 from app.api.errors import install_error_handlers
 from app.api.events import events_router
+from app.api.request_id import RequestIdMiddleware
 from app.api.responses import JsonResponse
 from app.config.settings import Settings, load_settings
 from app.runtime import Runtime
@@ -74,13 +76,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(events_router(settings))
     app.include_router(operations.router)
-    app.include_router(admin_rules.router)
-    app.include_router(admin_publisher.router)
-    app.include_router(admin_kafka.router)
-    app.include_router(admin_dlq.router)
+    for admin in (admin_rules, admin_keys, admin_publisher, admin_kafka, admin_dlq):
+        app.include_router(admin.router, responses=AUTH_RESPONSES)
+    # Middleware runs outside in: request id first (so every log line and answer has it), then the
+    # HTTP metrics (so refusals are counted), then authentication.
+    app.add_middleware(
+        AuthMiddleware,
+        ring=runtime.keys,
+        registry=runtime.registry,
+        enabled=settings.auth_enabled,
+        metrics_public=settings.metrics_public,
+    )
     Instrumentator(registry=runtime.registry, excluded_handlers=["/metrics/prometheus"]).instrument(
         app
     ).expose(app, endpoint="/metrics/prometheus", tags=["operations"], summary="Prometheus metrics")
+    app.add_middleware(RequestIdMiddleware)
+    document_security(app, settings.metrics_public)
     return app
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 
 from app.config.settings import Settings
 from app.database.engine import check_schema, create_database_engine
+from app.events.time_window import EventTimeWindow
 from app.idempotency.store import DatabaseIdempotencyStore, IdempotencyStore, MemoryIdempotencyStore
 from app.ingest.service import IngestService
 from app.observability.publisher_metrics import PublisherMetrics
@@ -26,6 +27,8 @@ from app.routing.loading import initial_rules
 from app.routing.router import Router
 from app.routing.rules import default_rules
 from app.routing.store import RuleStore, RuleSync
+from app.security.key_store import ApiKeyStore, KeyRing
+from app.security.rate_limit import RateLimiter
 from app.serialization.codecs import serializer_for
 from app.spool.relay import SpoolRelay
 from app.spool.service import Spool
@@ -62,6 +65,8 @@ class Runtime:
     ingest: IngestService
     rules: RuleSync
     kafka_admin: KafkaAdmin
+    keys: KeyRing
+    rate_limiter: RateLimiter
     topic_reports: dict[str, TopicReport] = field(default_factory=dict)
     background: set[asyncio.Task[None]] = field(default_factory=set)
     readiness: Readiness = field(default_factory=Readiness)
@@ -133,7 +138,8 @@ class Runtime:
             if settings.idempotency_store == "database"
             else MemoryIdempotencyStore(settings.idempotency_window, settings.idempotency_max_keys)
         )
-        ingest = IngestService(publisher, idempotency, metrics)
+        time_window = EventTimeWindow(settings.event_max_age, settings.event_max_future_skew)
+        ingest = IngestService(publisher, idempotency, metrics, time_window)
         policy = TopicPolicy(settings.allowed_topics, settings.kafka_topic_pattern, settings.environment)
         rules = RuleSync(
             RuleStore(engine), router, policy, settings.routing_rules_poll_interval.total_seconds()
@@ -152,12 +158,18 @@ class Runtime:
             ingest=ingest,
             rules=rules,
             kafka_admin=KafkaAdmin(settings.librdkafka_config()),
+            keys=KeyRing(
+                settings.api_keys, ApiKeyStore(engine), settings.api_keys_refresh_interval.total_seconds()
+            ),
+            rate_limiter=RateLimiter(settings.rate_limit_events_per_second, settings.rate_limit_burst),
         )
 
     async def start(self) -> None:
         """Check the database schema, start the producer and the relay."""
         await asyncio.to_thread(check_schema, self.engine)
         await self.rules.start(initial_rules(self.settings))
+        await self.keys.start()
+        self._warn_about_auth()
         await self.spool.refresh()
         await asyncio.to_thread(self.relay.pause.refresh)
         await self.relay.release_dead_claims()
@@ -166,6 +178,18 @@ class Runtime:
         task = asyncio.create_task(self._prepare_topics(), name="prepare-topics")
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+
+    def _warn_about_auth(self) -> None:
+        if not self.settings.auth_enabled:
+            logger.warning(
+                "AUTHENTICATION IS OFF (AUTH_ENABLED=false): anyone who reaches this port may post "
+                "events and administer the service; use this for local development only"
+            )
+        elif not self.keys.configured and not self.keys.records:
+            logger.warning(
+                "authentication is on but no API key exists: every request to /v1 and /admin is "
+                "refused (401); define one in API_KEYS"
+            )
 
     def needed_topics(self) -> list[str]:
         """Our configured topics, the DLQ, and every topic a routing rule names."""
@@ -228,6 +252,7 @@ class Runtime:
         for task in list(self.background):
             task.cancel()
         await self.rules.stop()
+        await self.keys.stop()
         await self.relay.stop()
         left = await self.producer.close(self.settings.shutdown_flush_timeout.total_seconds())
         self.engine.dispose()

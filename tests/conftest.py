@@ -10,6 +10,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,7 @@ def make_settings(kafka_bootstrap: str, sqlite_url: str) -> SettingsFactory:
             "database_url": sqlite_url,
             "kafka_producer_timeout": "5s",
             "log_format": "text",
+            "auth_enabled": False,  # the security tests switch it on
             **topic_settings(f"t{uuid.uuid4().hex[:10]}"),
         }
         values.update(overrides)
@@ -133,11 +135,26 @@ async def service(make_settings: SettingsFactory) -> AsyncIterator[tuple[httpx.A
         yield client, settings
 
 
+# Event times a little in the past, so that they stay inside EVENT_MAX_AGE whenever the tests run.
+_BASE_TIME = (datetime.now(UTC) - timedelta(hours=2)).replace(second=0, microsecond=0)
+
+
+def at(minutes: int = 0) -> str:
+    """An RFC 3339 UTC time `minutes` after the tests' base time (two hours ago)."""
+    return (_BASE_TIME + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+ATTEMPT_TIME_UTC = at(15)
+ATTEMPT_TIME_PLUS_ONE = (
+    (_BASE_TIME + timedelta(minutes=15)).astimezone(timezone(timedelta(hours=1))).isoformat()
+)
+
+
 def attempt(**fields: Any) -> dict[str, Any]:
     """A valid attempt event; keyword arguments override fields."""
     event: dict[str, Any] = {
         "user_id": "user-1",
-        "occurred_at": "2026-11-24T10:15:00+01:00",
+        "occurred_at": ATTEMPT_TIME_PLUS_ONE,
         "client_attempt_id": f"ca-{uuid.uuid4().hex[:8]}",
         "item_id": "item-1",
         "correct": True,
@@ -151,11 +168,11 @@ def attempt(**fields: Any) -> dict[str, Any]:
 def session_event(**fields: Any) -> dict[str, Any]:
     event: dict[str, Any] = {
         "user_id": "user-1",
-        "occurred_at": "2026-11-24T10:30:00Z",
+        "occurred_at": at(30),
         "session_id": "s-1",
         "status": "completed",
-        "started_at": "2026-11-24T10:00:00Z",
-        "ended_at": "2026-11-24T10:30:00Z",
+        "started_at": at(0),
+        "ended_at": at(30),
         "items_attempted": 3,
         "items_correct": 2,
     }
@@ -166,7 +183,7 @@ def session_event(**fields: Any) -> dict[str, Any]:
 def placement_event(**fields: Any) -> dict[str, Any]:
     event: dict[str, Any] = {
         "user_id": "user-1",
-        "occurred_at": "2026-11-24T11:00:00Z",
+        "occurred_at": at(60),
         "placement_id": "p-1",
         "test_id": "spanish-a1",
         "status": "completed",
@@ -180,7 +197,7 @@ def placement_event(**fields: Any) -> dict[str, Any]:
 def activity_event(**fields: Any) -> dict[str, Any]:
     event: dict[str, Any] = {
         "user_id": "user-1",
-        "occurred_at": "2026-11-24T11:05:00Z",
+        "occurred_at": at(65),
         "activity_type": "lesson_opened",
         "properties": {"lesson_id": "L-5"},
     }

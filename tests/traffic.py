@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import orjson
 
+from tests.conftest import at
 from tests.kafka_helpers import Record
 
 
@@ -55,7 +56,7 @@ class Poster:
             seq = self._seq[user]
             event = {
                 "user_id": user,
-                "occurred_at": "2026-11-24T12:00:00Z",
+                "occurred_at": at(120),
                 "activity_type": "step",
                 "metadata": {"seq": str(seq)},
             }

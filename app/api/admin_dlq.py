@@ -11,10 +11,13 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.dependencies import RuntimeDep
+from app.api.request_body import ADMIN_MAX_BYTES, limited_body_route
 from app.api.schemas import ErrorBody
 from app.publishing.dead_letters import DeadLetters, ReplayFilter
 
-router = APIRouter(prefix="/admin/dlq", tags=["admin: dead letters"])
+router = APIRouter(
+    prefix="/admin/dlq", tags=["admin: dead letters"], route_class=limited_body_route(ADMIN_MAX_BYTES)
+)
 _replaying = asyncio.Lock()
 
 

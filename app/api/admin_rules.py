@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.responses import Response
 
 from app.api.dependencies import RuntimeDep
+from app.api.request_body import ADMIN_MAX_BYTES, limited_body_route
 from app.api.responses import JsonResponse
 from app.api.schemas import ErrorBody
 from app.events.models import AnyEvent
@@ -25,7 +26,11 @@ from app.routing.router import Router
 from app.routing.rules import RoutingRule
 from app.runtime import Runtime
 
-router = APIRouter(prefix="/admin/routing-rules", tags=["admin: routing rules"])
+router = APIRouter(
+    prefix="/admin/routing-rules",
+    tags=["admin: routing rules"],
+    route_class=limited_body_route(ADMIN_MAX_BYTES),
+)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "No rule with this id."},

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-import orjson
 from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
+from app.api.json_body import parse_json
 from app.api.schemas import BatchRequest
-from app.events.models import AnyEvent, BaseEvent
+from app.events.models import MODEL_BY_TYPE, AnyEvent, BaseEvent
 
 
 class _ValidBatch(BaseModel):
-    """A batch whose every item is valid: parsed and validated from bytes in one call."""
+    """A batch whose every item is valid: validated in one pydantic-core call."""
 
     model_config = ConfigDict(extra="forbid")
     events: list[AnyEvent]
@@ -23,25 +24,29 @@ class _ValidBatch(BaseModel):
 _VALID_BATCH: TypeAdapter[_ValidBatch] = TypeAdapter(_ValidBatch)
 
 
-def parse_batch(body: bytes, max_events: int) -> list[BaseEvent] | list[Any]:
+def parse_batch(
+    body: bytes, max_events: int, *, drop_unknown_fields: bool = False
+) -> list[BaseEvent] | list[Any]:
     """Validated events when every item is valid; else the raw items, for per-item validation.
 
     Raises 422 (RequestValidationError) for a body that is not a batch envelope and 413 for
-    more than `max_events` items.
+    more than `max_events` items; 400/422 from parse_json for bad encoding or duplicate keys.
     """
     try:
-        events: list[BaseEvent] = list(_VALID_BATCH.validate_json(body).events)
+        data = parse_json(body)
+    except json.JSONDecodeError as exc:
+        raise RequestValidationError(
+            [{"loc": ("body",), "msg": f"JSON decode error: {exc}", "type": "json_invalid"}]
+        ) from None
+    if drop_unknown_fields:
+        data = _without_unknown_fields(data)
+    try:
+        events: list[BaseEvent] = list(_VALID_BATCH.validate_python(data).events)
     except ValidationError:
         pass
     else:
         _check_length(len(events), max_events)
         return events
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise RequestValidationError(
-            [{"loc": ("body",), "msg": f"JSON decode error: {exc}", "type": "json_invalid"}]
-        ) from None
     try:
         items = BatchRequest.model_validate(data).events
     except ValidationError as exc:
@@ -50,6 +55,20 @@ def parse_batch(body: bytes, max_events: int) -> list[BaseEvent] | list[Any]:
         ) from None
     _check_length(len(items), max_events)
     return items
+
+
+def _without_unknown_fields(data: Any) -> Any:
+    """Each item without the top-level fields its event type's model does not know."""
+    if not isinstance(data, dict) or not isinstance(data.get("events"), list):
+        return data
+    items = []
+    for item in data["events"]:
+        kind = item.get("event_type") if isinstance(item, dict) else None
+        model = MODEL_BY_TYPE.get(kind) if isinstance(kind, str) else None  # type: ignore[call-overload]
+        if model is not None:
+            item = {key: value for key, value in item.items() if key in model.model_fields}
+        items.append(item)
+    return {**data, "events": items}
 
 
 def _check_length(count: int, max_events: int) -> None:

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.responses import JsonResponse
 from app.events.validation import describe_errors
+from app.observability.request_context import current_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ def error_response(
     **extra: Any,
 ) -> JsonResponse:
     body: dict[str, Any] = {"detail": detail, "code": code, "retriable": retriable}
+    if status >= 500:  # the id the logs carry too, so a client's report leads to the log lines
+        body["request_id"] = current_request_id.get()
     if event_id is not None:
         body["event_id"] = str(event_id)
     body.update(extra)
@@ -39,8 +42,12 @@ _HTTP_CODES = {
     400: "bad_request",
     404: "not_found",
     405: "method_not_allowed",
+    409: "conflict",
+    401: "unauthenticated",
+    403: "forbidden",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    422: "validation_error",
 }
 
 
@@ -63,6 +70,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JsonResponse:
-        request_id = uuid.uuid4().hex
-        logger.exception("unhandled error", extra={"request_id": request_id, "path": request.url.path})
-        return error_response(500, f"internal error; request id {request_id}", "internal_error")
+        # Never the exception's text: it may name internals; the log line has it all.
+        logger.exception("unhandled error", extra={"path": request.url.path})
+        return error_response(500, "internal error; quote the request_id when reporting it", "internal_error")

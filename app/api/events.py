@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 
+from app.api.auth import AUTH_RESPONSES, caller
 from app.api.batch_body import parse_batch
 from app.api.dependencies import RuntimeDep, TraceparentDep
 from app.api.errors import error_response
@@ -18,12 +19,15 @@ from app.events.models import ActivityEvent, AttemptEvent, BaseEvent, PlacementE
 from app.ingest.service import AckLevel, ItemOutcome
 from app.publishing.publisher import FailureCode
 from app.runtime import Runtime
+from app.security.keys import ANONYMOUS
 
 _FAILURE_STATUS = {
     FailureCode.QUEUE_FULL: 429,
     FailureCode.SPOOL_FULL: 503,
     FailureCode.SPOOL_UNAVAILABLE: 503,
     FailureCode.RECORD_REJECTED: 422,
+    FailureCode.FORBIDDEN: 403,
+    FailureCode.RATE_LIMITED: 429,
 }
 
 AckQuery = Annotated[
@@ -49,6 +53,7 @@ SINGLE_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "`accepted`: Kafka acknowledged it in every topic listed; `spooled`: durable in the "
         "spool, the relay delivers it; `unrouted`: valid but no rule matched."
     },
+    403: {"model": ErrorBody, "description": "The API key may not post this event type."},
     413: {"model": ErrorBody, "description": "Body larger than MAX_REQUEST_BYTES."},
     415: {"model": ErrorBody, "description": "Not `application/json`, or an unsupported Content-Encoding."},
     422: {
@@ -56,7 +61,11 @@ SINGLE_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "Invalid event (`detail` names each bad field), or a record Kafka "
         "refuses (`record_rejected`, kept in the dead-letter topic).",
     },
-    429: {"model": ErrorBody, "description": "Publisher queue full; retry after `Retry-After` seconds."},
+    429: {
+        "model": ErrorBody,
+        "description": "Publisher queue full, or the API key's rate limit reached; retry after "
+        "`Retry-After` seconds.",
+    },
     503: {
         "model": ErrorBody,
         "description": "Neither Kafka nor the spool can take it, or shutting down; retry after "
@@ -66,6 +75,8 @@ SINGLE_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def _answer_single(outcome: ItemOutcome) -> Response:
+    if outcome.validation_errors is not None:
+        return error_response(422, outcome.validation_errors, "validation_error", event_id=outcome.event_id)
     failure = outcome.failure
     if failure is None:
         body = {"event_id": str(outcome.event_id), "status": outcome.status, "topics": outcome.topics}
@@ -82,16 +93,39 @@ def _answer_single(outcome: ItemOutcome) -> Response:
     )
 
 
-def _refuse_while_stopping(runtime: Runtime) -> Response | None:
+def _refusal(runtime: Runtime, request: Request, events: int) -> Response | None:
+    """503 while shutting down; 429 when the caller's rate limit has no room for `events`."""
     if runtime.shutting_down:
         return error_response(503, "service is shutting down", "shutting_down", retriable=True, retry_after=1)
+    key = caller(request)
+    bucket = key.id if key is not ANONYMOUS else f"address:{request.client.host if request.client else '?'}"
+    wait = runtime.rate_limiter.take(bucket, events, key.rate_limit)
+    if wait:
+        runtime.metrics.record_rejected("rate_limited", events)
+        return error_response(
+            429,
+            f"rate limit exceeded for {key.name!r}; retry after the Retry-After seconds",
+            FailureCode.RATE_LIMITED.value,
+            retriable=True,
+            retry_after=wait,
+        )
     return None
 
 
 async def _ingest_single(
-    event: BaseEvent, runtime: Runtime, traceparent: str | None, ack: AckLevel | None, key: str | None
+    event: BaseEvent,
+    request: Request,
+    runtime: Runtime,
+    traceparent: str | None,
+    ack: AckLevel | None,
+    key: str | None,
 ) -> Response:
-    refused = _refuse_while_stopping(runtime)
+    if not caller(request).may_post(event.event_type):
+        runtime.metrics.record_rejected("forbidden")
+        return error_response(
+            403, f"this API key may not post {event.event_type} events", FailureCode.FORBIDDEN.value
+        )
+    refused = _refusal(runtime, request, 1)
     if refused is not None:
         return refused
     outcome = await runtime.ingest.ingest_one(event, key, traceparent, ack or runtime.settings.ack_level)
@@ -100,14 +134,19 @@ async def _ingest_single(
 
 def events_router(settings: Settings) -> APIRouter:
     """The ingest routes, with request bodies limited to MAX_REQUEST_BYTES."""
+    drop_unknown = settings.unknown_fields == "ignore"
     router = APIRouter(
-        prefix="/v1/events", tags=["events"], route_class=limited_body_route(settings.max_request_bytes)
+        prefix="/v1/events",
+        tags=["events"],
+        route_class=limited_body_route(settings.max_request_bytes, drop_unknown_fields=drop_unknown),
+        responses=AUTH_RESPONSES,
     )
     max_batch = settings.max_batch_events
 
     @router.post("/attempts", status_code=202, response_model=EventAccepted, responses=SINGLE_RESPONSES)
     async def ingest_attempt(
         event: AttemptEvent,
+        request: Request,
         runtime: RuntimeDep,
         traceparent: TraceparentDep,
         ack: AckQuery = None,
@@ -115,40 +154,43 @@ def events_router(settings: Settings) -> APIRouter:
     ) -> Response:
         """A learner answered an item. Routed to the attempts topic, and to ML training when quality ≥ 4.
         A repeated `client_attempt_id` (same user) is answered `duplicate`."""
-        return await _ingest_single(event, runtime, traceparent, ack, idempotency_key)
+        return await _ingest_single(event, request, runtime, traceparent, ack, idempotency_key)
 
     @router.post("/sessions", status_code=202, response_model=EventAccepted, responses=SINGLE_RESPONSES)
     async def ingest_session(
         event: SessionEvent,
+        request: Request,
         runtime: RuntimeDep,
         traceparent: TraceparentDep,
         ack: AckQuery = None,
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response:
         """A study session changed state. Routed to the sessions topic when items_attempted > 0."""
-        return await _ingest_single(event, runtime, traceparent, ack, idempotency_key)
+        return await _ingest_single(event, request, runtime, traceparent, ack, idempotency_key)
 
     @router.post("/placements", status_code=202, response_model=EventAccepted, responses=SINGLE_RESPONSES)
     async def ingest_placement(
         event: PlacementEvent,
+        request: Request,
         runtime: RuntimeDep,
         traceparent: TraceparentDep,
         ack: AckQuery = None,
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response:
         """A placement test changed state. Completed tests go to placements and ML training."""
-        return await _ingest_single(event, runtime, traceparent, ack, idempotency_key)
+        return await _ingest_single(event, request, runtime, traceparent, ack, idempotency_key)
 
     @router.post("/activities", status_code=202, response_model=EventAccepted, responses=SINGLE_RESPONSES)
     async def ingest_activity(
         event: ActivityEvent,
+        request: Request,
         runtime: RuntimeDep,
         traceparent: TraceparentDep,
         ack: AckQuery = None,
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response:
         """Any other learner activity. Routed to the activities topic."""
-        return await _ingest_single(event, runtime, traceparent, ack, idempotency_key)
+        return await _ingest_single(event, request, runtime, traceparent, ack, idempotency_key)
 
     @router.post(
         "/batch",
@@ -159,6 +201,7 @@ def events_router(settings: Settings) -> APIRouter:
             207: {"model": BatchResult, "description": "Some items rejected: see each item's `errors`."},
             413: {"model": ErrorBody, "description": "More than MAX_BATCH_EVENTS items, or body too large."},
             422: {"model": ErrorBody, "description": 'The body is not a batch envelope `{"events": [...]}`.'},
+            429: {"model": ErrorBody, "description": "Rate limit reached; retry after `Retry-After`."},
             503: {"model": ErrorBody, "description": "Shutting down; retry after `Retry-After`."},
         },
         openapi_extra={
@@ -179,12 +222,12 @@ def events_router(settings: Settings) -> APIRouter:
         With an `Idempotency-Key`, a retried batch gets the first answer for items already taken."""
         # The body is parsed here rather than by FastAPI: an all-valid batch is parsed and
         # validated from bytes in one pydantic-core call, several times faster than item by item.
-        items = parse_batch(await request.body(), max_batch)
-        refused = _refuse_while_stopping(runtime)
+        items = parse_batch(await request.body(), max_batch, drop_unknown_fields=drop_unknown)
+        refused = _refusal(runtime, request, len(items))
         if refused is not None:
             return refused
         outcomes = await runtime.ingest.ingest_batch(
-            items, idempotency_key, traceparent, ack or runtime.settings.ack_level
+            items, idempotency_key, traceparent, ack or runtime.settings.ack_level, caller(request).may_post
         )
         body = _batch_body(outcomes)
         retry_after = [o.failure.retry_after for o in outcomes if o.failure and o.failure.retry_after]
@@ -214,10 +257,12 @@ def _batch_body(outcomes: list[ItemOutcome]) -> dict[str, Any]:
                 }
                 for error in outcome.validation_errors
             ]
+            item["status_code"] = 422
         elif outcome.failure is not None:
             failure = outcome.failure
             item["errors"] = [
                 {"code": failure.code.value, "message": failure.message, "retriable": failure.retriable}
             ]
+            item["status_code"] = _FAILURE_STATUS[failure.code]
         results.append(item)
     return {**counts, "results": results}

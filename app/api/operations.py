@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.responses import Response
 
+from app.api.auth import AUTH_RESPONSES
 from app.api.dependencies import RuntimeDep
 from app.api.responses import JsonResponse
 from app.observability.health import publisher_health
@@ -14,7 +15,9 @@ from app.observability.health import publisher_health
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/metrics/publisher", summary="Publisher counters, rates and latency (JSON)")
+@router.get(
+    "/metrics/publisher", summary="Publisher counters, rates and latency (JSON)", responses=AUTH_RESPONSES
+)
 async def publisher_metrics(runtime: RuntimeDep) -> dict[str, Any]:
     """Counts since this worker started: published, failed, retried, dead-lettered, unrouted, rejected;
     success/error/DLQ rates; average acknowledgement latency (exponential moving average); per topic.
@@ -39,7 +42,7 @@ async def publisher_metrics(runtime: RuntimeDep) -> dict[str, Any]:
 @router.get(
     "/metrics/publisher/health",
     summary="Publisher health: healthy, degraded or unhealthy, with named checks",
-    responses={503: {"description": "unhealthy"}},
+    responses={503: {"description": "unhealthy"}, **AUTH_RESPONSES},
 )
 async def publisher_health_route(runtime: RuntimeDep) -> Response:
     """Checks over the last HEALTH_ACTIVITY_WINDOW: publishing activity, error rate, DLQ rate, the

@@ -12,14 +12,20 @@ from typing import Any
 
 from fastapi import HTTPException, Request, Response
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
+
+from app.api.json_body import parse_json
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
+ADMIN_MAX_BYTES = 1024 * 1024  # rules, replay filters, key requests: small documents
 
 
 class LimitedBodyRequest(Request):
-    """Reads at most `max_bytes` (compressed and decompressed) and undoes gzip encoding."""
+    """Reads at most `max_bytes` (compressed and decompressed), undoes gzip encoding, parses JSON
+    strictly and, when `known_fields` is set (UNKNOWN_FIELDS=ignore), drops other top-level fields."""
 
     max_bytes = DEFAULT_MAX_BYTES
+    known_fields: frozenset[str] | None = None
 
     async def body(self) -> bytes:
         if not hasattr(self, "_body"):
@@ -45,6 +51,14 @@ class LimitedBodyRequest(Request):
             self._body = body
         return self._body
 
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            data = parse_json(await self.body())
+            if self.known_fields is not None and isinstance(data, dict):
+                data = {key: value for key, value in data.items() if key in self.known_fields}
+            self._json = data
+        return self._json
+
 
 def _gunzip(data: bytes, limit: int) -> bytes:
     # Decompress in bounded steps so that a small "gzip bomb" cannot expand beyond the limit.
@@ -62,14 +76,21 @@ def _too_large(limit: int) -> HTTPException:
     return HTTPException(413, f"request body exceeds {limit} bytes")
 
 
-def limited_body_route(max_bytes: int) -> type[APIRoute]:
+def limited_body_route(max_bytes: int, *, drop_unknown_fields: bool = False) -> type[APIRoute]:
     """A route class whose requests read bodies through LimitedBodyRequest with this limit."""
-
-    request_class = type("LimitedBodyRequestN", (LimitedBodyRequest,), {"max_bytes": max_bytes})
 
     class LimitedBodyRoute(APIRoute):
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handler = super().get_route_handler()
+            model = self.body_field.field_info.annotation if self.body_field is not None else None
+            known = (
+                frozenset(model.model_fields)
+                if drop_unknown_fields and isinstance(model, type) and issubclass(model, BaseModel)
+                else None
+            )
+            request_class = type(
+                "LimitedBodyRequestN", (LimitedBodyRequest,), {"max_bytes": max_bytes, "known_fields": known}
+            )
 
             async def limited_handler(request: Request) -> Response:
                 return await handler(request_class(request.scope, request.receive))

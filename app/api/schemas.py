@@ -39,7 +39,7 @@ class ItemError(BaseModel):
     """One reason a batch item was not accepted."""
 
     code: str = Field(
-        description="validation_error, record_rejected (not retriable); queue_full, spool_full, "
+        description="validation_error, record_rejected, forbidden (not retriable); queue_full, spool_full, "
         "spool_unavailable (retriable)"
     )
     message: str
@@ -55,6 +55,9 @@ class BatchItemResult(BaseModel):
     event_id: uuid.UUID | None = None
     topics: list[str] = Field(default_factory=list)
     errors: list[ItemError] | None = None
+    status_code: int | None = Field(
+        None, description="For a rejected item: the status a request with this item alone would get."
+    )
 
 
 class BatchResult(BaseModel):

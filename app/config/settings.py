@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.config.durations import Duration, format_duration
+from app.security.keys import ConfiguredApiKey
 
 CompressionType = Literal["none", "gzip", "snappy", "lz4", "zstd"]
 SerializationFormat = Literal["json", "protobuf"]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 class SettingsError(Exception):
@@ -73,8 +77,20 @@ class Settings(BaseSettings):
     kafka_retry_factor: Annotated[float, Field(ge=1, le=10)] = 2.0
     kafka_retry_jitter: Annotated[float, Field(ge=0, le=1)] = 0.2
     max_in_flight_records: Annotated[int, Field(ge=1, le=10_000_000)] = 50_000
-    # Extra librdkafka properties: KAFKA_PRODUCER_CONFIG__SASL_MECHANISM=PLAIN becomes sasl.mechanism=PLAIN.
+    # Extra librdkafka properties: KAFKA_PRODUCER_CONFIG__SOCKET_KEEPALIVE_ENABLE=true becomes
+    # socket.keepalive.enable=true. Their values are never shown (they may hold secrets).
     kafka_producer_config: dict[str, str] = Field(default_factory=dict)
+
+    # --- Kafka security (producer, admin client and DLQ replay consumer alike)
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    kafka_ssl_ca_location: Path | None = Field(None, description="PEM file of the CA that signed the brokers")
+    kafka_ssl_certificate_location: Path | None = Field(None, description="client certificate (mutual TLS)")
+    kafka_ssl_key_location: Path | None = Field(None, description="client private key (mutual TLS)")
+    kafka_ssl_key_password: SecretStr = SecretStr("")
+    kafka_ssl_endpoint_identification: Literal["https", "none"] = "https"
 
     # --- Durability: the spool (SQLite by default, PostgreSQL in production) and its relay
     data_dir: Path = Path("data")
@@ -112,6 +128,23 @@ class Settings(BaseSettings):
     # --- Ingest API
     max_batch_events: Annotated[int, Field(ge=1, le=100_000)] = 500
     max_request_bytes: Annotated[int, Field(ge=1024, le=1_073_741_824)] = 5 * 1024 * 1024
+    # Event times outside [now - EVENT_MAX_AGE, now + EVENT_MAX_FUTURE_SKEW] are refused (422);
+    # 0 switches a bound off.
+    event_max_age: Duration = timedelta(days=30)
+    event_max_future_skew: Duration = timedelta(minutes=5)
+    # Fields an event model does not know: `reject` (422 naming the field) or `ignore` (dropped).
+    unknown_fields: Literal["reject", "ignore"] = "reject"
+
+    # --- Security: API keys, scopes, rate limits
+    auth_enabled: bool = Field(True, description="false only for local development: anyone may do anything")
+    api_keys: list[ConfiguredApiKey] = Field(
+        default_factory=list,
+        description='JSON list: [{"name", "sha256" or "key", "scopes": [...], "event_types": [...]}]',
+    )
+    api_keys_refresh_interval: Duration = timedelta(seconds=2)
+    metrics_public: bool = Field(False, description="true: /metrics routes need no key (private network)")
+    rate_limit_events_per_second: Annotated[float, Field(ge=0, le=10_000_000)] = 0.0
+    rate_limit_burst: Annotated[int, Field(ge=1, le=10_000_000)] = 1000
 
     # --- Circuit breaker and health
     circuit_breaker_failure_threshold: Annotated[int, Field(ge=1, le=10_000)] = 5
@@ -189,14 +222,39 @@ class Settings(BaseSettings):
             # so a consumer written for Java producers finds each user on the same partition.
             "partitioner": "murmur2_random",
         }
+        config.update(self.kafka_security_config())
         config.update(self.kafka_producer_config)
+        return config
+
+    def kafka_security_config(self) -> dict[str, str]:
+        """librdkafka's security properties from the KAFKA_SECURITY_*/SASL_*/SSL_* settings."""
+        protocol = self.kafka_security_protocol
+        config = {"security.protocol": protocol.lower()}
+        if protocol.startswith("SASL"):
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+            config["sasl.username"] = self.kafka_sasl_username
+            config["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        if protocol.endswith("SSL"):
+            config["ssl.endpoint.identification.algorithm"] = self.kafka_ssl_endpoint_identification
+            files = {
+                "ssl.ca.location": self.kafka_ssl_ca_location,
+                "ssl.certificate.location": self.kafka_ssl_certificate_location,
+                "ssl.key.location": self.kafka_ssl_key_location,
+            }
+            config.update({name: str(path) for name, path in files.items() if path is not None})
+            if self.kafka_ssl_key_password.get_secret_value():
+                config["ssl.key.password"] = self.kafka_ssl_key_password.get_secret_value()
         return config
 
     def public_view(self) -> dict[str, object]:
         """Settings safe to show to operators: no pass-through values (they may hold secrets)."""
-        shown = self.model_dump(exclude={"kafka_producer_config", "database_url"})
+        shown = self.model_dump(exclude={"kafka_producer_config", "database_url", "api_keys"})
         shown["database_url"] = _without_password(self.sqlalchemy_url)
         shown["kafka_producer_config"] = sorted(self.kafka_producer_config)
+        shown["api_keys"] = [item.name for item in self.api_keys]
+        for key, value in shown.items():
+            if isinstance(value, SecretStr):
+                shown[key] = "***" if value.get_secret_value() else ""
         for key, value in shown.items():
             if isinstance(value, timedelta):
                 shown[key] = format_duration(value)
@@ -213,9 +271,13 @@ def _describe(error: dict[str, object]) -> str:
     location = error.get("loc") or ("?",)
     assert isinstance(location, tuple)
     name = "__".join(str(part) for part in location).upper()
-    value = error.get("input")
+    value = "***" if _SECRET_SETTING.search(name) else repr(error.get("input"))
     message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-    return f"invalid setting {name}={value!r}: {message}"
+    return f"invalid setting {name}={value}: {message}"
+
+
+# Settings whose values may hold secrets: an error about them never repeats the value.
+_SECRET_SETTING = re.compile(r"PASSWORD|^API_KEYS|^KAFKA_PRODUCER_CONFIG|^DATABASE_URL")
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -6,17 +6,25 @@ Routes call it and only shape the HTTP answer.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
 
 from app.events.models import AnyEvent, AttemptEvent, BaseEvent
+from app.events.time_window import EventTimeWindow
 from app.events.validation import describe_errors
 from app.idempotency.store import IdempotencyStore, StoredResult
 from app.observability.publisher_metrics import PublisherMetrics
-from app.publishing.publisher import EventPublisher, Outcome, PublishFailure, PublishResult
+from app.publishing.publisher import (
+    EventPublisher,
+    FailureCode,
+    Outcome,
+    PublishFailure,
+    PublishResult,
+)
 
 EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
 
@@ -61,33 +69,49 @@ class IngestService:
     """Turns validated (or raw batch) events into outcomes, publishing each at most once per key."""
 
     def __init__(
-        self, publisher: EventPublisher, idempotency: IdempotencyStore, metrics: PublisherMetrics
+        self,
+        publisher: EventPublisher,
+        idempotency: IdempotencyStore,
+        metrics: PublisherMetrics,
+        time_window: EventTimeWindow,
     ) -> None:
         self.publisher = publisher
         self.idempotency = idempotency
         self.metrics = metrics
+        self.time_window = time_window
 
     async def ingest_one(
         self, event: BaseEvent, idempotency_key: str | None, traceparent: str | None, ack: AckLevel
     ) -> ItemOutcome:
         """One event. A known key answers `duplicate` with the first event id."""
+        problems = self.time_window.problems(event)
+        if problems is not None:
+            self.metrics.record_rejected("validation")
+            return ItemOutcome("rejected", event.event_id, validation_errors=problems)
         (outcome,) = await self._ingest(
             [event], [_keys(event, idempotency_key)], traceparent, ack, batch=False
         )
         return outcome
 
     async def ingest_batch(
-        self, items: Sequence[Any], idempotency_key: str | None, traceparent: str | None, ack: AckLevel
+        self,
+        items: Sequence[Any],
+        idempotency_key: str | None,
+        traceparent: str | None,
+        ack: AckLevel,
+        may_post: Callable[[str], bool] = lambda event_type: True,
     ) -> list[ItemOutcome]:
-        """Validate items one by one; publish the valid ones in order; one outcome per item."""
+        """Validate items one by one; publish the valid ones in order; one outcome per item.
+
+        Items whose event type `may_post` refuses (the caller's key is limited) are rejected 403.
+        """
         outcomes: list[ItemOutcome | None] = [None] * len(items)
         valid: list[tuple[int, BaseEvent]] = []
+        forbidden = 0
+        now = datetime.now(UTC)
         for index, item in enumerate(items):
-            if isinstance(item, BaseEvent):  # validated already (an all-valid batch)
-                valid.append((index, item))
-                continue
             try:
-                valid.append((index, EVENT_ADAPTER.validate_python(item)))
+                event = item if isinstance(item, BaseEvent) else EVENT_ADAPTER.validate_python(item)
             except ValidationError as exc:
                 raw_id = item.get("event_id") if isinstance(item, dict) else None
                 outcomes[index] = ItemOutcome(
@@ -95,8 +119,22 @@ class IngestService:
                     _uuid_or_none(raw_id),
                     validation_errors=describe_errors(exc.errors(), strip_tag=True),
                 )
-        if len(valid) < len(items):
-            self.metrics.record_rejected("validation", len(items) - len(valid))
+                continue
+            if not may_post(event.event_type):
+                forbidden += 1
+                outcomes[index] = ItemOutcome(
+                    "rejected", event.event_id, failure=_forbidden(event.event_type)
+                )
+                continue
+            problems = self.time_window.problems(event, now)
+            if problems is not None:
+                outcomes[index] = ItemOutcome("rejected", event.event_id, validation_errors=problems)
+                continue
+            valid.append((index, event))
+        if forbidden:
+            self.metrics.record_rejected("forbidden", forbidden)
+        if len(valid) + forbidden < len(items):
+            self.metrics.record_rejected("validation", len(items) - len(valid) - forbidden)
         keys = [
             _keys(event, f"{idempotency_key}:{index}" if idempotency_key else None) for index, event in valid
         ]
@@ -171,6 +209,12 @@ def _keys(event: BaseEvent, request_key: str | None) -> _Keys:
         f"attempt:{event.user_id}:{event.client_attempt_id}" if isinstance(event, AttemptEvent) else None
     )
     return _Keys(request=f"key:{request_key}" if request_key else None, attempt=attempt)
+
+
+def _forbidden(event_type: str) -> PublishFailure:
+    return PublishFailure(
+        FailureCode.FORBIDDEN, f"this API key may not post {event_type} events", retriable=False
+    )
 
 
 def _uuid_or_none(value: object) -> uuid.UUID | None:

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 
 import orjson
 
+from app.observability.request_context import RequestIdFilter
+
 # Fields every record has, and uvicorn's ANSI-coloured copy of its message: not worth a JSON key.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
 
@@ -31,6 +33,7 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str, fmt: str) -> None:
     """Route the root logger (and uvicorn's) to stderr in the chosen format."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RequestIdFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

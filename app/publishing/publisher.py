@@ -63,6 +63,8 @@ class FailureCode(StrEnum):
     SPOOL_FULL = "spool_full"
     SPOOL_UNAVAILABLE = "spool_unavailable"
     RECORD_REJECTED = "record_rejected"
+    FORBIDDEN = "forbidden"  # the caller's API key may not post this event type
+    RATE_LIMITED = "rate_limited"
 
 
 @dataclass(frozen=True, slots=True)

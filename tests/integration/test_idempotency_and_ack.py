@@ -7,7 +7,7 @@ import pytest
 
 from app.config.settings import Settings
 from app.factory import create_app
-from tests.conftest import SettingsFactory, activity_event, attempt, running
+from tests.conftest import SettingsFactory, activity_event, at, attempt, running
 from tests.kafka_helpers import read_topic
 from tests.traffic import wait_until_spool_empty
 
@@ -61,7 +61,7 @@ async def test_retried_batch_gets_the_first_results_for_items_already_taken(
     events[1]["occurred_at"] = "not a time"
 
     first = await client.post("/v1/events/batch", json={"events": events}, headers=headers)
-    events[1]["occurred_at"] = "2026-11-24T12:00:00Z"  # the client fixes the bad item and retries
+    events[1]["occurred_at"] = at(90)  # the client fixes the bad item and retries
     second = await client.post("/v1/events/batch", json={"events": events}, headers=headers)
 
     assert first.status_code == 207

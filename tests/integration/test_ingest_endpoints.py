@@ -13,6 +13,7 @@ from app.config.settings import Settings
 from app.factory import create_app
 from app.serialization.generated import events_pb2
 from tests.conftest import (
+    ATTEMPT_TIME_UTC,
     SettingsFactory,
     activity_event,
     attempt,
@@ -51,7 +52,7 @@ async def test_high_quality_attempt_goes_to_attempts_and_ml_training_with_key_an
         assert record.headers["traceparent"] == TRACEPARENT.encode()
         value = orjson.loads(record.value)
         assert value["event_id"] == body["event_id"]
-        assert value["occurred_at"] == "2026-11-24T09:15:00Z"  # +01:00 normalized to UTC
+        assert value["occurred_at"] == ATTEMPT_TIME_UTC  # +01:00 normalized to UTC
         assert value["quality"] == 5
 
 
@@ -237,7 +238,7 @@ async def test_protobuf_serialization_is_decodable_with_the_generated_class(
         assert message.user_id == "pb-user"
         assert message.WhichOneof("payload") == "attempt"
         assert message.attempt.quality == 5
-        assert message.occurred_at.ToJsonString() == "2026-11-24T09:15:00Z"
+        assert message.occurred_at.ToJsonString() == ATTEMPT_TIME_UTC
 
 
 @pytest.mark.parametrize("compression", ["none", "gzip", "snappy", "lz4", "zstd"])

@@ -58,6 +58,7 @@ def _stop(process: subprocess.Popen[bytes]) -> int:
 def _env(**values: str) -> dict[str, str]:
     ours = ("KAFKA_", "DEV_BROKER", "DATABASE_URL", "DATA_DIR", "PORT")
     env = {key: value for key, value in os.environ.items() if not key.startswith(ours)}
+    env["AUTH_ENABLED"] = "false"
     env.update(values)
     env["LOG_FORMAT"] = "json"
     return env

@@ -7,7 +7,7 @@ import orjson
 from app.events.models import ActivityEvent, AttemptEvent, PlacementEvent, SessionEvent
 from app.serialization import JsonSerializer, ProtobufSerializer, serializer_for
 from app.serialization.generated import events_pb2
-from tests.conftest import activity_event, attempt, placement_event, session_event
+from tests.conftest import activity_event, at, attempt, placement_event, session_event
 
 
 def test_json_is_the_normalized_event() -> None:
@@ -25,7 +25,7 @@ def test_protobuf_round_trips_every_event_type() -> None:
     decoded = events_pb2.Event.FromString(codec.serialize(session))
     assert decoded.WhichOneof("payload") == "session"
     assert decoded.session.status == events_pb2.STATUS_COMPLETED
-    assert decoded.session.ended_at.ToJsonString() == "2026-11-24T10:30:00Z"
+    assert decoded.session.ended_at.ToJsonString() == at(30)
 
     placement = PlacementEvent.model_validate(placement_event(score=0.25))
     decoded = events_pb2.Event.FromString(codec.serialize(placement))

@@ -1,0 +1,163 @@
+"""API keys created through the admin API (the `api_keys` table), and the in-memory key ring.
+
+The ring holds every key's SHA-256 in a dict: a request's key is looked up without touching the
+database, so unknown keys cost nothing. Every worker reloads the table every
+API_KEYS_REFRESH_INTERVAL, so a key created or revoked on one instance works (or stops working)
+everywhere within that interval; on the instance that made the change, at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from app.database.schema import StoredApiKey
+from app.events.models import EventType
+from app.security.keys import ApiKey, ConfiguredApiKey, Scope, generate_key, hash_key, shown_prefix
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """A key as the admin API shows it: everything but the secret."""
+
+    id: str
+    name: str
+    prefix: str
+    scopes: list[str]
+    event_types: list[str] | None
+    rate_limit: float | None
+    created_at: datetime | None
+    revoked_at: datetime | None
+    source: str
+
+    def to_api_key(self) -> ApiKey:
+        return ApiKey(
+            id=self.id,
+            name=self.name,
+            scopes=frozenset(Scope(scope) for scope in self.scopes),
+            event_types=(
+                frozenset(EventType(kind) for kind in self.event_types)
+                if self.event_types is not None
+                else None
+            ),
+            rate_limit=self.rate_limit,
+            source="database",
+            revoked=self.revoked_at is not None,
+        )
+
+
+def _record(row: StoredApiKey) -> KeyRecord:
+    return KeyRecord(
+        id=row.id,
+        name=row.name,
+        prefix=row.prefix,
+        scopes=list(row.scopes),
+        event_types=list(row.event_types) if row.event_types is not None else None,
+        rate_limit=row.rate_limit,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+        source="database",
+    )
+
+
+class ApiKeyStore:
+    """The `api_keys` table (synchronous; callers use asyncio.to_thread)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def create(
+        self,
+        name: str,
+        scopes: Iterable[Scope],
+        event_types: Iterable[EventType] | None,
+        rate_limit: float | None,
+    ) -> tuple[KeyRecord, str]:
+        """A new key; returns its record and the key itself, which is not kept anywhere."""
+        key = generate_key()
+        row = StoredApiKey(
+            id="key_" + secrets.token_hex(6),
+            name=name,
+            key_sha256=hash_key(key),
+            prefix=shown_prefix(key),
+            scopes=sorted(str(scope) for scope in set(scopes)),
+            event_types=sorted(str(kind) for kind in set(event_types)) if event_types is not None else None,
+            rate_limit=rate_limit,
+            created_at=datetime.now(UTC),
+        )
+        with Session(self.engine) as session, session.begin():
+            session.add(row)
+            session.flush()
+            return _record(row), key
+
+    def all(self) -> list[tuple[str, KeyRecord]]:
+        """Every stored key with its SHA-256, oldest first."""
+        with Session(self.engine) as session:
+            rows = session.scalars(select(StoredApiKey).order_by(StoredApiKey.created_at, StoredApiKey.id))
+            return [(row.key_sha256, _record(row)) for row in rows]
+
+    def revoke(self, key_id: str) -> KeyRecord | None:
+        """Mark a key revoked (kept, so that its use is answered "revoked"); None when unknown."""
+        with Session(self.engine) as session, session.begin():
+            row = session.get(StoredApiKey, key_id, with_for_update=True)
+            if row is None:
+                return None
+            if row.revoked_at is None:
+                row.revoked_at = datetime.now(UTC)
+            return _record(row)
+
+
+class KeyRing:
+    """Every key this worker accepts: from API_KEYS and from the table, by SHA-256."""
+
+    def __init__(self, configured: Iterable[ConfiguredApiKey], store: ApiKeyStore, interval: float) -> None:
+        self.store = store
+        self._configured = {item.digest(): item.to_api_key() for item in configured}
+        self._keys: dict[str, ApiKey] = dict(self._configured)
+        self.records: list[KeyRecord] = []
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def lookup(self, key: str) -> ApiKey | None:
+        # A dict lookup on a SHA-256 leaks nothing useful through timing: finding a key whose hash
+        # collides with a stored one is as hard as finding the key.
+        return self._keys.get(hash_key(key))
+
+    @property
+    def configured(self) -> list[ApiKey]:
+        return list(self._configured.values())
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._task = asyncio.create_task(self._poll(), name="api-keys-refresh")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def refresh(self) -> None:
+        stored = await asyncio.to_thread(self.store.all)
+        keys = {digest: record.to_api_key() for digest, record in stored}
+        keys.update(self._configured)  # configuration wins over a table row with the same key
+        self._keys = keys  # one assignment: a request sees the old ring or the new one
+        self.records = [record for _, record in stored]
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.refresh()
+            except Exception:  # a failed refresh keeps the last ring; try again next time
+                logger.exception("API keys refresh failed")
