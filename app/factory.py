@@ -12,13 +12,15 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
 from prometheus_client import disable_created_metrics, multiprocess
 from prometheus_fastapi_instrumentator import Instrumentator
 
 from app.api import admin_dlq, admin_kafka, admin_keys, admin_publisher, admin_rules, operations
-from app.api.auth import AUTH_RESPONSES, AuthMiddleware, document_security
+from app.api.auth import AUTH_RESPONSES, AuthMiddleware
 from app.api.errors import install_error_handlers
 from app.api.events import events_router
+from app.api.openapi import customize_openapi
 from app.api.request_id import RequestIdMiddleware
 from app.api.responses import JsonResponse
 from app.config.settings import Settings, load_settings
@@ -89,9 +91,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     Instrumentator(registry=runtime.registry, excluded_handlers=["/metrics/prometheus"]).instrument(
         app
-    ).expose(app, endpoint="/metrics/prometheus", tags=["operations"], summary="Prometheus metrics")
+    ).expose(
+        app,
+        endpoint="/metrics/prometheus",
+        tags=["operations"],
+        summary="Prometheus metrics (text exposition format; summed over workers when WORKERS > 1)",
+        response_class=PlainTextResponse,
+        responses=AUTH_RESPONSES,
+    )
     app.add_middleware(RequestIdMiddleware)
-    document_security(app, settings.metrics_public)
+    customize_openapi(app, settings.metrics_public)
     return app
 
 

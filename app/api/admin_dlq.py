@@ -11,12 +11,15 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.dependencies import RuntimeDep
-from app.api.request_body import ADMIN_MAX_BYTES, limited_body_route
+from app.api.request_body import ADMIN_MAX_BYTES, BODY_RESPONSES, limited_body_route
 from app.api.schemas import ErrorBody
 from app.publishing.dead_letters import DeadLetters, ReplayFilter
 
 router = APIRouter(
-    prefix="/admin/dlq", tags=["admin: dead letters"], route_class=limited_body_route(ADMIN_MAX_BYTES)
+    prefix="/admin/dlq",
+    tags=["admin: dead letters"],
+    route_class=limited_body_route(ADMIN_MAX_BYTES),
+    responses=BODY_RESPONSES,
 )
 _replaying = asyncio.Lock()
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.dependencies import RuntimeDep
-from app.api.request_body import ADMIN_MAX_BYTES, limited_body_route
+from app.api.request_body import ADMIN_MAX_BYTES, BODY_RESPONSES, limited_body_route
 from app.api.schemas import ErrorBody
 from app.events.models import EventType
 from app.runtime import Runtime
@@ -25,7 +25,10 @@ from app.security.keys import ApiKey, Scope
 logger = logging.getLogger(__name__)
 
 router = APIRouter(
-    prefix="/admin/api-keys", tags=["admin: API keys"], route_class=limited_body_route(ADMIN_MAX_BYTES)
+    prefix="/admin/api-keys",
+    tags=["admin: API keys"],
+    route_class=limited_body_route(ADMIN_MAX_BYTES),
+    responses=BODY_RESPONSES,
 )
 
 

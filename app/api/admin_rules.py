@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.responses import Response
 
 from app.api.dependencies import RuntimeDep
-from app.api.request_body import ADMIN_MAX_BYTES, limited_body_route
+from app.api.request_body import ADMIN_MAX_BYTES, BODY_RESPONSES, limited_body_route
 from app.api.responses import JsonResponse
 from app.api.schemas import ErrorBody
 from app.events.models import AnyEvent
@@ -30,6 +30,7 @@ router = APIRouter(
     prefix="/admin/routing-rules",
     tags=["admin: routing rules"],
     route_class=limited_body_route(ADMIN_MAX_BYTES),
+    responses=BODY_RESPONSES,
 )
 
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.openapi.utils import get_openapi
+from fastapi import Request
 from prometheus_client import CollectorRegistry, Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -116,29 +115,3 @@ class AuthMiddleware:
             return
         scope.setdefault("state", {})["api_key"] = key
         await self.app(scope, receive, send)
-
-
-def document_security(app: FastAPI, metrics_public: bool) -> None:
-    """Declare the two ways to send a key in the OpenAPI schema, on every route that needs one."""
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes
-            )
-            schema.setdefault("components", {})["securitySchemes"] = {
-                "bearer": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "`Authorization: Bearer <key>`",
-                },
-                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-            }
-            for path, operations in schema.get("paths", {}).items():
-                if required_scope(path, metrics_public) is not None:
-                    for operation in operations.values():
-                        operation["security"] = [{"bearer": []}, {"apiKey": []}]
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

@@ -26,11 +26,12 @@ def error_response(
     retriable: bool = False,
     retry_after: float | None = None,
     event_id: uuid.UUID | None = None,
+    request_id: str | None = None,
     **extra: Any,
 ) -> JsonResponse:
     body: dict[str, Any] = {"detail": detail, "code": code, "retriable": retriable}
     if status >= 500:  # the id the logs carry too, so a client's report leads to the log lines
-        body["request_id"] = current_request_id.get()
+        body["request_id"] = request_id or current_request_id.get()
     if event_id is not None:
         body["event_id"] = str(event_id)
     body.update(extra)
@@ -70,6 +71,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JsonResponse:
+        # Starlette calls this outside every middleware, so the id comes from the request's state.
+        request_id = request.scope.get("state", {}).get("request_id")
         # Never the exception's text: it may name internals; the log line has it all.
-        logger.exception("unhandled error", extra={"path": request.url.path})
-        return error_response(500, "internal error; quote the request_id when reporting it", "internal_error")
+        logger.exception("unhandled error", extra={"path": request.url.path, "request_id": request_id})
+        response = error_response(
+            500,
+            "internal error; quote the request_id when reporting it",
+            "internal_error",
+            request_id=request_id,
+        )
+        if request_id:
+            response.headers["X-Request-ID"] = request_id
+        return response

@@ -11,7 +11,7 @@ from app.api.auth import AUTH_RESPONSES, caller
 from app.api.batch_body import parse_batch
 from app.api.dependencies import RuntimeDep, TraceparentDep
 from app.api.errors import error_response
-from app.api.request_body import limited_body_route
+from app.api.request_body import BODY_RESPONSES, limited_body_route
 from app.api.responses import JsonResponse
 from app.api.schemas import BatchRequest, BatchResult, ErrorBody, EventAccepted
 from app.config.settings import Settings
@@ -81,7 +81,7 @@ def _answer_single(outcome: ItemOutcome) -> Response:
     if failure is None:
         body = {"event_id": str(outcome.event_id), "status": outcome.status, "topics": outcome.topics}
         return JsonResponse(body, status_code=200 if outcome.status == "duplicate" else 202)
-    extra = {"dead_lettered": True} if failure.dead_lettered else {}
+    extra: dict[str, Any] = {"dead_lettered": True} if failure.dead_lettered else {}
     return error_response(
         _FAILURE_STATUS[failure.code],
         failure.message,
@@ -139,7 +139,7 @@ def events_router(settings: Settings) -> APIRouter:
         prefix="/v1/events",
         tags=["events"],
         route_class=limited_body_route(settings.max_request_bytes, drop_unknown_fields=drop_unknown),
-        responses=AUTH_RESPONSES,
+        responses={**AUTH_RESPONSES, **BODY_RESPONSES},
     )
     max_batch = settings.max_batch_events
 

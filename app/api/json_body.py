@@ -1,4 +1,4 @@
-"""Strict JSON parsing of request bodies: UTF-8 only, no duplicate keys, bounded nesting.
+"""Strict JSON parsing of request bodies: UTF-8 only, no duplicate keys, no NaN, bounded nesting.
 
 Most JSON parsers keep the last of two equal keys without a word, so `{"quality": 1, "quality": 5}`
 would be read differently by different consumers; the service refuses it instead (422).
@@ -30,6 +30,14 @@ def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+class NonStandardNumberError(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise NonStandardNumberError(name)
+
+
 def parse_json(body: bytes) -> Any:
     """The body as Python data; 400 for invalid UTF-8 or runaway nesting, 422 for a duplicate key.
 
@@ -40,7 +48,7 @@ def parse_json(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise HTTPException(400, f"request body is not valid UTF-8 (byte {exc.start})") from None
     try:
-        return json.loads(text, object_pairs_hook=_refuse_duplicates)
+        return json.loads(text, object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant)
     except DuplicateKeyError as exc:
         raise HTTPException(
             422,
@@ -51,6 +59,11 @@ def parse_json(body: bytes) -> Any:
                     "type": "duplicate_key",
                 }
             ],
+        ) from None
+    except NonStandardNumberError as exc:
+        raise HTTPException(
+            422,
+            [{"field": "(body)", "message": f"{exc} is not a JSON number", "type": "json_invalid"}],
         ) from None
     except RecursionError:
         raise HTTPException(400, "request body nests JSON too deeply") from None

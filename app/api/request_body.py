@@ -15,9 +15,17 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from app.api.json_body import parse_json
+from app.api.schemas import ErrorBody
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 ADMIN_MAX_BYTES = 1024 * 1024  # rules, replay filters, key requests: small documents
+
+# What any route reading a body through LimitedBodyRequest may answer, for the OpenAPI schema.
+BODY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Body not valid UTF-8, not valid gzip, or nested too deeply."},
+    413: {"model": ErrorBody, "description": "Body larger than the limit."},
+    415: {"model": ErrorBody, "description": "Not `application/json`, or an unsupported Content-Encoding."},
+}
 
 
 class LimitedBodyRequest(Request):

@@ -27,6 +27,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = _from_client(scope["headers"]) or os.urandom(8).hex()
+        scope.setdefault("state", {})["request_id"] = request_id  # for the 500 handler, outside us
         token = current_request_id.set(request_id)
         encoded = request_id.encode()
 

@@ -3,13 +3,15 @@
 from typing import Any
 
 import orjson
-from starlette.responses import Response
+from starlette.responses import JSONResponse
 
 
-class JsonResponse(Response):
-    """`application/json` rendered by orjson: UUIDs and datetimes serialize natively."""
+class JsonResponse(JSONResponse):
+    """`application/json` rendered by orjson: UUIDs and datetimes serialize natively.
 
-    media_type = "application/json"
+    A JSONResponse subclass so that FastAPI documents the response models in the OpenAPI schema
+    (for any other response class it documents the body as a bare string).
+    """
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)

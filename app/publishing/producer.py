@@ -233,8 +233,9 @@ def _drain(producer: Producer) -> None:
     try:
         producer.purge(in_queue=True, in_flight=True, blocking=False)
         producer.flush(5)
-    except KafkaException as exc:
-        logger.warning("draining a failed producer", extra={"reason": str(exc.args[0])})
+    except Exception as exc:  # a dead producer may fail in any way; its records settle regardless
+        # (librdkafka wraps a fatal error raised during flush's callbacks in a SystemError)
+        logger.warning("draining a failed producer", extra={"reason": str(exc)})
 
 
 def _settle(future: asyncio.Future[DeliveryReport], outcome: DeliveryReport | DeliveryError) -> None:

@@ -1,7 +1,7 @@
 """`python -m app.security`: make a key for API_KEYS, or hash an existing one.
 
-    python -m app.security new-key --name web-app --scope ingest --event-type attempt
-    python -m app.security hash < key.txt
+python -m app.security new-key --name web-app --scope ingest --event-type attempt
+python -m app.security hash < key.txt
 """
 
 from __future__ import annotations

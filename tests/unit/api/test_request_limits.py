@@ -19,7 +19,9 @@ from tests.conftest import activity_event
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    settings = load_settings(_env_file=None, kafka_brokers="127.0.0.1:1", max_request_bytes=4096, auth_enabled=False)
+    settings = load_settings(
+        _env_file=None, kafka_brokers="127.0.0.1:1", max_request_bytes=4096, auth_enabled=False
+    )
     transport = httpx.ASGITransport(app=create_app(settings))
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
         yield client

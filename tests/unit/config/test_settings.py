@@ -147,3 +147,48 @@ def test_env_example_lists_every_setting() -> None:
     missing = [name.upper() for name in Settings.model_fields if f"{name.upper()}=" not in listed]
     missing = [name for name in missing if f"# {name}__" not in listed]
     assert missing == [], f".env.example lacks {missing}"
+
+
+def test_kafka_sasl_ssl_settings_become_librdkafka_properties() -> None:
+    settings = load_settings(
+        _env_file=None,
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username="ingest",
+        kafka_sasl_password="s3cr3t-sasl",
+        kafka_ssl_ca_location="/etc/ssl/kafka-ca.pem",
+    )
+    config = settings.librdkafka_config()
+    assert config["security.protocol"] == "sasl_ssl"
+    assert config["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert config["sasl.username"] == "ingest"
+    assert config["sasl.password"] == "s3cr3t-sasl"
+    assert config["ssl.ca.location"] == "/etc/ssl/kafka-ca.pem"
+    assert config["ssl.endpoint.identification.algorithm"] == "https"
+    assert "s3cr3t-sasl" not in repr(settings)
+    assert "s3cr3t-sasl" not in str(settings.public_view())
+    plain = load_settings(_env_file=None).librdkafka_config()
+    assert plain["security.protocol"] == "plaintext"
+    assert "sasl.password" not in plain
+
+
+def test_secrets_are_not_repeated_in_setting_errors() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(
+            _env_file=None,
+            kafka_sasl_password=12,
+            api_keys=[{"name": "x", "key": "hunter2-hunter2-hunter2", "scopes": ["nope"]}],
+        )
+    message = str(caught.value)
+    assert "API_KEYS" in message
+    assert "hunter2" not in message
+
+
+def test_api_keys_setting_reads_a_json_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "API_KEYS", '[{"name": "ops", "sha256": "' + "a" * 64 + '", "scopes": ["admin", "metrics"]}]'
+    )
+    settings = load_settings(_env_file=None)
+    assert [key.name for key in settings.api_keys] == ["ops"]
+    assert settings.public_view()["api_keys"] == ["ops"]
+    assert settings.auth_enabled is True  # the default: switched off only explicitly
