@@ -21,7 +21,7 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/* && rm -rf /wheels
 COPY alembic.ini ./
 COPY alembic ./alembic
-RUN mkdir -p /app/data && chown ingest /app/data
+RUN mkdir -p /app/data /app/.run && chown ingest /app/data /app/.run
 USER ingest
 EXPOSE 8083
 # A container must be pointed at a real cluster: KAFKA_BROKERS is required here (no dev broker).

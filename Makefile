@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install run test lint typecheck unit integration proto clean bench
+.PHONY: install run test lint typecheck alerts unit integration test-kafka proto clean bench
 
 install: $(STAMP)
 
@@ -26,9 +26,20 @@ run: install
 	$(VENV)/bin/alembic upgrade head
 	$(RUN_AUTH) $(PY) -m app
 
-## test: ruff, mypy and the whole pytest suite (starts its own broker on a free port)
-test: install lint typecheck
+## test: ruff, mypy, the alert rules' tests and the whole pytest suite (starts its own broker on a free port)
+test: install lint typecheck alerts
 	$(PY) -m pytest
+
+## alerts: promtool checks and unit-tests deploy/prometheus/alerts.yml (installs Debian's prometheus when missing)
+alerts:
+	@command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) || (echo "promtool is missing: install the Debian package prometheus" && false)
+	promtool check rules deploy/prometheus/alerts.yml
+	cd deploy/prometheus && promtool test rules alerts_test.yml
+
+## test-kafka: the integration suite against KAFKA_BROKERS (a real cluster; KAFKA_REAL_CLUSTER=1 adds its own tests)
+test-kafka: install
+	@test -n "$(KAFKA_BROKERS)" || (echo "set KAFKA_BROKERS=host:port,... (e.g. the docker-compose cluster)" && false)
+	KAFKA_BROKERS=$(KAFKA_BROKERS) KAFKA_REAL_CLUSTER=$${KAFKA_REAL_CLUSTER:-1} $(PY) -m pytest tests/integration
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -56,7 +56,7 @@ def main() -> None:
         print(exc, file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(settings.log_level, settings.log_format)
-    if settings.workers > 1:
+    if settings.workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         _prometheus_multiprocess_dir()
     with kafka_for(settings) as bootstrap:
         # Worker processes read their settings from the environment again: hand them the broker.

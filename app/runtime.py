@@ -175,9 +175,11 @@ class Runtime:
         await self.relay.release_dead_claims()
         await self.producer.start()
         self.relay.start()
-        task = asyncio.create_task(self._prepare_topics(), name="prepare-topics")
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
+        self.metrics.bind_live_values({self.metrics.ready: lambda: float(self.readiness.ready)})
+        for job, name in ((self._prepare_topics(), "prepare-topics"), (self._watch_readiness(), "readiness")):
+            task = asyncio.create_task(job, name=name)
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
 
     def _warn_about_auth(self) -> None:
         if not self.settings.auth_enabled:
@@ -229,6 +231,16 @@ class Runtime:
             except Exception as exc:  # the cluster may be down at start; the service runs anyway
                 logger.warning("topics not checked yet; retrying", extra={"reason": str(exc)})
                 await asyncio.sleep(TOPIC_CHECK_RETRY_SECONDS)
+
+    async def _watch_readiness(self) -> None:
+        """Keep the readiness answer (and the `event_ingest_ready` gauge) fresh without probes."""
+        interval = max(self.settings.readiness_cache.total_seconds(), 1.0)
+        while True:
+            try:
+                await self.check_ready()
+            except Exception:  # a failed check is "not ready" next time; the watch goes on
+                logger.exception("readiness check failed")
+            await asyncio.sleep(interval)
 
     async def set_paused(self, paused: bool) -> None:
         """Pause or resume publishing here at once, and everywhere at the next relay round."""

@@ -127,6 +127,12 @@ class PublisherMetrics:
             registry=registry,
             multiprocess_mode="livemax",
         )
+        self.ready = Gauge(
+            "event_ingest_ready",
+            "1 when the last readiness check reached Kafka and the service is not shutting down.",
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
         self.queue_length = Gauge(
             "event_ingest_producer_queue_length",
             "Records waiting in the producer's queue for Kafka's acknowledgement.",
@@ -140,7 +146,7 @@ class PublisherMetrics:
         One process: read at every scrape. Several workers (multiprocess mode): a scrape reads
         the values files, not our objects, so `refresh_live_values` writes them (each relay round).
         """
-        self._live = live
+        self._live.update(live)
         if not MULTIPROCESS:
             for gauge, read in live.items():
                 gauge.set_function(read)

@@ -17,6 +17,8 @@ from sqlalchemy.orm import Session, aliased
 
 from app.database.schema import SpooledRecord
 
+CLAIM_LOCK_ID = 7_301_001  # PostgreSQL advisory lock serializing spool claims (any constant)
+
 
 @dataclass(frozen=True, slots=True)
 class NewRecord:
@@ -55,6 +57,8 @@ class SpoolStore:
     def __init__(self, engine: Engine, max_records: int) -> None:
         self.engine = engine
         self.max_records = max_records
+        # SQLite: claims begin with the write lock held, so two processes cannot claim alike.
+        self._claimer = engine.execution_options(sqlite_begin="IMMEDIATE")
 
     def add(self, records: Sequence[NewRecord], known_depth: int | None = None) -> None:
         """Insert records in order, in one transaction; SpoolFullError when over capacity."""
@@ -110,7 +114,12 @@ class SpoolStore:
             .where((earlier.next_attempt_at > now) | (earlier.claimed_until >= now))
             .exists()
         )
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+        with Session(self._claimer, expire_on_commit=False) as session, session.begin():
+            if self.engine.dialect.name == "postgresql":
+                # One claim at a time across every relay: under READ COMMITTED a concurrent claim
+                # would not see this one's rows as held, and could take a key's later rows while
+                # its earlier ones are still being delivered (out of order). Held for milliseconds.
+                session.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK_ID)))
             candidates = (
                 select(SpooledRecord.id)
                 .where(SpooledRecord.next_attempt_at <= now)
