@@ -7,7 +7,7 @@ RUN pip install --no-cache-dir --upgrade pip build
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY proto ./proto
-RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[postgres]'
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[postgres,otel]'
 
 FROM python:3.11-slim AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \

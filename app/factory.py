@@ -24,6 +24,7 @@ from app.api.openapi import customize_openapi
 from app.api.request_id import RequestIdMiddleware
 from app.api.responses import JsonResponse
 from app.config.settings import Settings, load_settings
+from app.observability.tracing import UNTRACED_URLS
 from app.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -81,7 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for admin in (admin_rules, admin_keys, admin_publisher, admin_kafka, admin_dlq):
         app.include_router(admin.router, responses=AUTH_RESPONSES)
     # Middleware runs outside in: request id first (so every log line and answer has it), then the
-    # HTTP metrics (so refusals are counted), then authentication.
+    # request's trace span (with OTEL_EXPORTER_OTLP_ENDPOINT), the HTTP metrics (so refusals are
+    # counted), then authentication.
     app.add_middleware(
         AuthMiddleware,
         ring=runtime.keys,
@@ -99,6 +101,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response_class=PlainTextResponse,
         responses=AUTH_RESPONSES,
     )
+    if runtime.tracing.enabled:
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+        app.add_middleware(
+            OpenTelemetryMiddleware,
+            tracer_provider=runtime.tracing.provider,
+            excluded_urls=UNTRACED_URLS,
+            exclude_spans=["receive", "send"],
+        )
     app.add_middleware(RequestIdMiddleware)
     customize_openapi(app, settings.metrics_public)
     return app

@@ -16,6 +16,7 @@ from app.events.time_window import EventTimeWindow
 from app.idempotency.store import DatabaseIdempotencyStore, IdempotencyStore, MemoryIdempotencyStore
 from app.ingest.service import IngestService
 from app.observability.publisher_metrics import PublisherMetrics
+from app.observability.tracing import Tracing, build_tracing
 from app.publishing.breaker import STATE_VALUES, DeliveryBreaker
 from app.publishing.pause import PauseSwitch
 from app.publishing.producer import AsyncProducer
@@ -67,6 +68,7 @@ class Runtime:
     kafka_admin: KafkaAdmin
     keys: KeyRing
     rate_limiter: RateLimiter
+    tracing: Tracing
     topic_reports: dict[str, TopicReport] = field(default_factory=dict)
     background: set[asyncio.Task[None]] = field(default_factory=set)
     readiness: Readiness = field(default_factory=Readiness)
@@ -75,6 +77,7 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
         registry = CollectorRegistry()
+        tracing = build_tracing(settings)
         metrics = PublisherMetrics(registry, settings.health_activity_window.total_seconds())
         breaker = DeliveryBreaker(
             settings.circuit_breaker_failure_threshold,
@@ -124,6 +127,7 @@ class Runtime:
             dlq_topic=settings.kafka_topic_dlq,
             max_record_bytes=settings.kafka_message_max_bytes,
             max_in_flight=settings.max_in_flight_records,
+            tracing=tracing,
         )
         metrics.bind_live_values(
             {
@@ -162,6 +166,7 @@ class Runtime:
                 settings.api_keys, ApiKeyStore(engine), settings.api_keys_refresh_interval.total_seconds()
             ),
             rate_limiter=RateLimiter(settings.rate_limit_events_per_second, settings.rate_limit_burst),
+            tracing=tracing,
         )
 
     async def start(self) -> None:
@@ -268,6 +273,7 @@ class Runtime:
         await self.relay.stop()
         left = await self.producer.close(self.settings.shutdown_flush_timeout.total_seconds())
         self.engine.dispose()
+        await asyncio.to_thread(self.tracing.shutdown)
         return left
 
     async def check_ready(self) -> Readiness:

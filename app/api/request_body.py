@@ -6,6 +6,7 @@ FastAPI parses JSON, and the OpenAPI schema still shows the typed models.
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -61,6 +62,8 @@ class LimitedBodyRequest(Request):
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
+            # Where validation starts: the handler records the "validate" span up to its own start.
+            self.scope.setdefault("state", {})["validation_started_ns"] = time.time_ns()
             data = parse_json(await self.body())
             if self.known_fields is not None and isinstance(data, dict):
                 data = {key: value for key, value in data.items() if key in self.known_fields}

@@ -2,6 +2,7 @@
 
 It is echoed in the `X-Request-ID` response header, added to every log line made while serving
 the request, and put in 5xx bodies, so an on-call engineer can go from a client's error to the logs.
+The caller's `traceparent` is kept too, so log lines carry its trace id even with tracing off.
 A plain ASGI middleware: Starlette's BaseHTTPMiddleware costs a task per request.
 """
 
@@ -12,10 +13,11 @@ import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.observability.request_context import current_request_id
+from app.observability.request_context import current_request_id, current_traceparent
 
 HEADER = b"x-request-id"
 _SANE = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+_TRACEPARENT = re.compile(rb"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
 
 class RequestIdMiddleware:
@@ -26,9 +28,11 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _from_client(scope["headers"]) or os.urandom(8).hex()
+        request_id, traceparent = _from_client(scope["headers"])
+        request_id = request_id or os.urandom(8).hex()
         scope.setdefault("state", {})["request_id"] = request_id  # for the 500 handler, outside us
         token = current_request_id.set(request_id)
+        trace_token = current_traceparent.set(traceparent)
         encoded = request_id.encode()
 
         async def send_with_id(message: Message) -> None:
@@ -40,10 +44,15 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             current_request_id.reset(token)
+            current_traceparent.reset(trace_token)
 
 
-def _from_client(headers: list[tuple[bytes, bytes]]) -> str | None:
+def _from_client(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
+    """The client's request id and traceparent, each only when well formed."""
+    request_id = traceparent = None
     for name, value in headers:
-        if name == HEADER:
-            return value.decode() if _SANE.fullmatch(value) else None
-    return None
+        if name == HEADER and _SANE.fullmatch(value):
+            request_id = value.decode()
+        elif name == b"traceparent" and _TRACEPARENT.fullmatch(value.strip()):
+            traceparent = value.strip().decode()
+    return request_id, traceparent

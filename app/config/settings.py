@@ -146,6 +146,13 @@ class Settings(BaseSettings):
     rate_limit_events_per_second: Annotated[float, Field(ge=0, le=10_000_000)] = 0.0
     rate_limit_burst: Annotated[int, Field(ge=1, le=10_000_000)] = 1000
 
+    # --- Tracing (OpenTelemetry; off unless an OTLP endpoint is set; needs the `otel` extra)
+    otel_exporter_otlp_endpoint: str = Field(
+        "", description="OTLP/HTTP base URL, e.g. http://otel-collector:4318"
+    )
+    otel_service_name: str = "event-ingest"
+    otel_traces_sampler_arg: Annotated[float, Field(ge=0, le=1)] = 1.0
+
     # --- Circuit breaker and health
     circuit_breaker_failure_threshold: Annotated[int, Field(ge=1, le=10_000)] = 5
     circuit_breaker_reset_timeout: Duration = timedelta(seconds=30)

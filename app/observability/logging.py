@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import orjson
 
 from app.observability.request_context import RequestIdFilter
+from app.observability.tracing import TraceContextFilter
 
 # Fields every record has, and uvicorn's ANSI-coloured copy of its message: not worth a JSON key.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
@@ -34,6 +35,7 @@ def configure_logging(level: str, fmt: str) -> None:
     """Route the root logger (and uvicorn's) to stderr in the chosen format."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
+    handler.addFilter(TraceContextFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -1,4 +1,4 @@
-"""The id of the request being served, for log lines and 5xx bodies (a context variable)."""
+"""The id (and the caller's trace context) of the request being served, for log lines and 5xx bodies."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import logging
 from contextvars import ContextVar
 
 current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
+# The caller's W3C traceparent (when well formed), so logs carry its trace id even without tracing.
+current_traceparent: ContextVar[str | None] = ContextVar("current_traceparent", default=None)
 
 
 class RequestIdFilter(logging.Filter):

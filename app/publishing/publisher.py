@@ -27,6 +27,7 @@ from confluent_kafka import KafkaError
 
 from app.events.models import BaseEvent
 from app.observability.publisher_metrics import PublisherMetrics
+from app.observability.tracing import Tracing
 from app.publishing.breaker import DeliveryBreaker, OutageError
 from app.publishing.errors import BrokerUnavailableError, DeliveryError, QueueFullError
 from app.publishing.pause import PauseSwitch
@@ -106,8 +107,10 @@ class EventPublisher:
         dlq_topic: str,
         max_record_bytes: int,
         max_in_flight: int,
+        tracing: Tracing | None = None,
     ) -> None:
         self.producer = producer
+        self.tracing = tracing or Tracing()
         self.router = router
         self.serializer = serializer
         self.metrics = metrics
@@ -132,8 +135,10 @@ class EventPublisher:
         `spool_only` (ack level `spool`) answers once the records are in the spool and leaves
         the delivery to the relay.
         """
-        routes = [self.router.route(event) for event in events]
-        records = self._records(events, routes, traceparent)
+        with self.tracing.span("route", **{"event_ingest.events": len(events)}):
+            routes = [self.router.route(event) for event in events]
+            # With tracing on, consumers continue the trace from this span, not the caller's.
+            records = self._records(events, routes, self.tracing.traceparent() or traceparent)
         if self.in_flight + len(records) > self._max_in_flight:
             failure = PublishFailure(
                 FailureCode.QUEUE_FULL, f"more than {self._max_in_flight} records in flight", True, 1.0
@@ -147,7 +152,8 @@ class EventPublisher:
         self.in_flight += len(records)
         self.idle.clear()
         try:
-            return await self._publish_records(events, routes, records, spool_only)
+            with self.tracing.span("publish", **{"event_ingest.records": len(records)}):
+                return await self._publish_records(events, routes, records, spool_only)
         finally:
             self.in_flight -= len(records)
             if not self.in_flight:
