@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 
 import orjson
 from confluent_kafka import Producer
@@ -25,7 +26,7 @@ def main() -> None:
     event = AttemptEvent.model_validate(
         {
             "user_id": "bench-user",
-            "occurred_at": "2026-11-24T10:00:00Z",
+            "occurred_at": datetime.now(UTC).isoformat(),
             "client_attempt_id": "x",
             "item_id": "item-1",
             "correct": True,

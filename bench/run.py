@@ -9,6 +9,7 @@ Everything runs on 127.0.0.1, every run is bounded in time, and everything start
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -33,8 +34,10 @@ sys.path.insert(0, str(ROOT))
 
 from app.database import migrations  # noqa: E402
 from app.devbroker import DevBroker, free_port  # noqa: E402
+from app.security.keys import generate_key, hash_key  # noqa: E402
 
 PYTHON = sys.executable
+BENCH_KEY = generate_key()
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -138,7 +141,16 @@ def _wrk(
     """Run wrk with the generated script; while it runs, sample the service's RSS into `samples`."""
     script = workdir / f"{mode}-{delay_ms}.lua"
     template = Template((ROOT / "bench" / "load.lua.tmpl").read_text())
-    script.write_text(template.substitute(MODE=mode, PATH=path, BATCH=batch, DELAY_MS=delay_ms))
+    script.write_text(
+        template.substitute(
+            MODE=mode,
+            PATH=path,
+            BATCH=batch,
+            DELAY_MS=delay_ms,
+            OCCURRED_AT=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),  # inside EVENT_MAX_AGE
+            API_KEY=BENCH_KEY,
+        )
+    )
     command = [
         "wrk", "-t", "2", "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--timeout", "10s",
         "-s", str(script), f"http://127.0.0.1:{port}",
@@ -216,6 +228,10 @@ def _service_env(bootstrap: str, database: str, port: int, workers: int, **setti
         PORT=str(port),
         WORKERS=str(workers),
         LOG_LEVEL="warning",
+        AUTH_ENABLED="true",
+        API_KEYS=json.dumps(
+            [{"name": "bench", "sha256": hash_key(BENCH_KEY), "scopes": ["ingest", "metrics"]}]
+        ),
         **{key.upper(): value for key, value in settings.items()},
     )
     return env

@@ -31,16 +31,6 @@ def create_database_engine(url: str) -> Engine:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
-        # Let SQLAlchemy, not the driver, begin transactions (SQLAlchemy's documented pysqlite
-        # recipe): the driver would begin only at the first write, after a claim's SELECT.
-        connection.isolation_level = None
-
-    @event.listens_for(engine, "begin")
-    def _sqlite_begin(connection: Any) -> None:
-        # `BEGIN IMMEDIATE` (engine.execution_options(sqlite_begin="IMMEDIATE")) takes the write
-        # lock before the first read, so a read-then-write transaction is not raced by another process.
-        mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
-        connection.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
 

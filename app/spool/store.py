@@ -57,8 +57,6 @@ class SpoolStore:
     def __init__(self, engine: Engine, max_records: int) -> None:
         self.engine = engine
         self.max_records = max_records
-        # SQLite: claims begin with the write lock held, so two processes cannot claim alike.
-        self._claimer = engine.execution_options(sqlite_begin="IMMEDIATE")
 
     def add(self, records: Sequence[NewRecord], known_depth: int | None = None) -> None:
         """Insert records in order, in one transaction; SpoolFullError when over capacity."""
@@ -114,8 +112,12 @@ class SpoolStore:
             .where((earlier.next_attempt_at > now) | (earlier.claimed_until >= now))
             .exists()
         )
-        with Session(self._claimer, expire_on_commit=False) as session, session.begin():
-            if self.engine.dialect.name == "postgresql":
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            if self.engine.dialect.name == "sqlite":
+                # The driver would begin the transaction only at the UPDATE, after the SELECT: take
+                # the write lock first, so two processes (WORKERS > 1) cannot claim the same rows.
+                session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+            elif self.engine.dialect.name == "postgresql":
                 # One claim at a time across every relay: under READ COMMITTED a concurrent claim
                 # would not see this one's rows as held, and could take a key's later rows while
                 # its earlier ones are still being delivered (out of order). Held for milliseconds.

@@ -449,3 +449,35 @@ async def test_unknown_fields_can_be_ignored(make_settings: SettingsFactory) -> 
         assert batch.status_code == 202, batch.text
     (record,) = read_topic(settings.kafka_brokers, settings.kafka_topic_activities, expected=1)
     assert b"extra" not in record.value
+
+
+async def test_kafka_secrets_appear_in_no_log_metric_or_answer(
+    make_settings: SettingsFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The development broker speaks plaintext only, so a SASL client fails to authenticate: the
+    # errors that follow (logged, counted, answered) must not carry the password.
+    password = "s3cr3t-" + os.urandom(8).hex()
+    settings = make_settings(
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username="ingest",
+        kafka_sasl_password=password,
+        kafka_producer_config={"SASL_OAUTHBEARER_CONFIG": "secret-" + password},
+        kafka_producer_timeout="1s",
+        kafka_producer_retries=0,
+    )
+    with caplog.at_level(logging.DEBUG):
+        async with running(create_app(settings)) as client:
+            answers = [
+                await client.post("/v1/events/attempts", json=attempt()),
+                await client.get("/metrics/publisher"),
+                await client.get("/metrics/publisher/health"),
+                await client.get("/metrics/prometheus"),
+                await client.get("/readyz"),
+                await client.get("/admin/topics"),
+            ]
+    assert answers[0].status_code in (202, 503)  # spooled (or refused), never a 5xx with details
+    shown = "\n".join(answer.text for answer in answers)
+    logged = "\n".join(f"{record.getMessage()} {vars(record)}" for record in caplog.records)
+    assert password not in shown
+    assert password not in logged

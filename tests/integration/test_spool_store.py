@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -140,3 +142,46 @@ def test_a_release_without_an_attempt_does_not_count_one(store: SpoolStore) -> N
     store.release([again.id], "broker down", datetime.now(UTC))
     (third,) = store.claim_due("me", limit=1, lease=timedelta(seconds=30))
     assert third.attempts == 1
+
+
+def test_concurrent_claimers_take_each_row_once_and_each_key_in_order(database_url: str) -> None:
+    # Four claimers with engines of their own (as four relays in four processes) race over the rows
+    # of a few keys; each holds its claim a moment, then deletes the rows (delivered).
+    engines = [create_database_engine(database_url) for _ in range(4)]
+    try:
+        SpoolStore(engines[0], max_records=1000).add(
+            [_record(n, f"user-{n % 5}".encode()) for n in range(200)]
+        )
+        claims: list[tuple[int, bytes, int]] = []  # (order of the claim, key, row id)
+        lock = threading.Lock()
+        counter = iter(range(1_000_000))
+
+        def relay(engine_index: int) -> None:
+            store = SpoolStore(engines[engine_index], max_records=1000)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                rows = store.claim_due(f"relay-{engine_index}", limit=3, lease=timedelta(seconds=30))
+                if not rows:
+                    if store.stats().depth == 0:
+                        return
+                    time.sleep(0.001)
+                    continue
+                with lock:
+                    claims.extend((next(counter), row.key or b"", row.id) for row in rows)
+                time.sleep(0.002)
+                store.delete([row.id for row in rows])
+
+        threads = [threading.Thread(target=relay, args=(index,)) for index in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=90)
+    finally:
+        for engine in engines:
+            engine.dispose()
+    ids = [row_id for _, _, row_id in claims]
+    assert len(ids) == 200
+    assert len(set(ids)) == 200  # no row claimed twice
+    for key in {key for _, key, _ in claims}:
+        in_claim_order = [row_id for _, k, row_id in sorted(claims) if k == key]
+        assert in_claim_order == sorted(in_claim_order), f"{key!r} claimed out of order"
