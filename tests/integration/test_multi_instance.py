@@ -22,7 +22,6 @@ import httpx
 import pytest
 
 from app.devbroker import DevBroker, free_port
-from app.publishing.topic_admin import KafkaAdmin
 from tests.conftest import attempt, topic_settings
 from tests.integration.test_service_process import _env, _start, _stop, _wait_ready
 from tests.kafka_helpers import read_topic
@@ -40,6 +39,12 @@ SHARED = {
     "SPOOL_RELAY_BATCH": "5",  # small rounds over many keys, so both relays take part
     "SPOOL_CLAIM_LEASE": "3s",
     "ROUTING_RULES_POLL_INTERVAL": "500ms",
+    # The development broker keeps producer ids in memory: restarted, it hands out ids from 1 again,
+    # so a producer from before the restart and one created after can share an id, and the broker
+    # then drops one's records as duplicates of the other's while acknowledging them (seen here:
+    # PRODUCER_FENCED between the two instances, records acknowledged and missing). Real Kafka
+    # persists its producer ids. This test is about the spool claims, so it runs without idempotence.
+    "KAFKA_PRODUCER_CONFIG__ENABLE_IDEMPOTENCE": "false",
 }
 
 
@@ -74,23 +79,6 @@ async def _outage(broker: DevBroker, posters: list[Poster], seconds: float) -> N
     await asyncio.sleep(seconds)
 
 
-async def _restart(broker: DevBroker, admin: httpx.AsyncClient, topics: list[str]) -> None:
-    """Start the broker again and let the relays go only once the topics exist.
-
-    The development broker loses its topics when killed and auto-creates them on produce; two
-    instances producing at once race that creation and the broker drops records of the losing
-    topic (a Tansu fault; a real cluster keeps its topics). Publishing is paused meanwhile,
-    through the shared flag, and events posted in that time are spooled.
-    """
-    assert (await admin.post("/admin/publisher/pause")).status_code == 200
-    await asyncio.sleep(0.5)  # every relay sees the flag within SPOOL_RELAY_INTERVAL
-    broker.start()
-    await asyncio.to_thread(
-        KafkaAdmin({"bootstrap.servers": broker.bootstrap}).ensure_topics, topics, 4, 1, {}
-    )
-    assert (await admin.post("/admin/publisher/resume")).status_code == 200
-
-
 async def test_two_instances_share_spool_rules_and_keys_without_double_publishing(
     dev_broker: DevBroker, postgres_url: str, tmp_path: Path
 ) -> None:
@@ -112,7 +100,7 @@ async def test_two_instances_share_spool_rules_and_keys_without_double_publishin
             # 1. Outage: both accept and spool; broker back: both relays drain the shared spool.
             first = [Poster(a, [f"a{n}" for n in range(10)]), Poster(b, [f"b{n}" for n in range(10)])]
             await _outage(dev_broker, first, 2.5)
-            await _restart(dev_broker, a, list(topics.values()))
+            dev_broker.start()
             await asyncio.sleep(1.0)
             first_traffic = [await poster.stop() for poster in first]
             assert await _spool_drained(a, within=60) == 0
@@ -134,7 +122,7 @@ async def test_two_instances_share_spool_rules_and_keys_without_double_publishin
             process_a.send_signal(signal.SIGKILL)
             process_a.wait(timeout=10)
             depth_at_kill = int((await _metrics(b))["spool"]["depth"])
-            await _restart(dev_broker, b, list(topics.values()))
+            dev_broker.start()
             await asyncio.sleep(1.0)
             traffic_b = await second[1].stop()
             left = await _spool_drained(b, within=60)  # B takes A's rows once their lease ran out
