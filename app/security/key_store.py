@@ -64,10 +64,15 @@ def _record(row: StoredApiKey) -> KeyRecord:
         scopes=list(row.scopes),
         event_types=list(row.event_types) if row.event_types is not None else None,
         rate_limit=row.rate_limit,
-        created_at=row.created_at,
-        revoked_at=row.revoked_at,
+        created_at=_aware(row.created_at),
+        revoked_at=_aware(row.revoked_at),
         source="database",
     )
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    # SQLite hands timestamps back without their zone; they were written in UTC.
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 class ApiKeyStore:
