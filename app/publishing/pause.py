@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.database.schema import ServiceFlag
@@ -36,12 +37,18 @@ class PauseSwitch:
             return self.paused
 
     def set(self, paused: bool) -> None:
+        try:
+            self._write(paused)
+        except IntegrityError:  # the flag's first write raced another instance's: it exists now
+            self._write(paused)
+        # After the commit: a refresh that read before it sees the counter moved and drops its reading.
+        self._changes += 1
+        self.paused = paused
+
+    def _write(self, paused: bool) -> None:
         with Session(self.engine) as session, session.begin():
             row = session.get(ServiceFlag, FLAG, with_for_update=True)
             if row is None:
                 session.add(ServiceFlag(name=FLAG, enabled=paused, updated_at=datetime.now(UTC)))
             else:
                 row.enabled, row.updated_at = paused, datetime.now(UTC)
-        # After the commit: a refresh that read before it sees the counter moved and drops its reading.
-        self._changes += 1
-        self.paused = paused

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from pydantic import ValidationError
 from sqlalchemy import Engine, delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.database.schema import RoutingRulesVersion, StoredRoutingRule
@@ -42,17 +43,25 @@ class RuleStore:
             return (row.version if row else 0), [RoutingRule.model_validate(body) for body in bodies]
 
     def seed(self, rules: Sequence[RoutingRule]) -> bool:
-        """Write the initial rules if the table was never written (version 0); True if it did."""
-        with Session(self.engine) as session, session.begin():
-            if session.get(RoutingRulesVersion, 1, with_for_update=True) is not None:
-                return False
-            now = datetime.now(UTC)
-            session.add(RoutingRulesVersion(id=1, version=1, updated_at=now))
-            session.add_all(
-                StoredRoutingRule(id=rule.id, body=rule.model_dump(mode="json"), updated_at=now)
-                for rule in rules
-            )
-            return True
+        """Write the initial rules if the table was never written (version 0); True if it did.
+
+        Workers and instances start together on an empty database: the row lock cannot guard a row
+        that does not exist yet, so the loser of that race gets an IntegrityError and leaves the
+        seeding to the winner.
+        """
+        try:
+            with Session(self.engine) as session, session.begin():
+                if session.get(RoutingRulesVersion, 1, with_for_update=True) is not None:
+                    return False
+                now = datetime.now(UTC)
+                session.add(RoutingRulesVersion(id=1, version=1, updated_at=now))
+                session.add_all(
+                    StoredRoutingRule(id=rule.id, body=rule.model_dump(mode="json"), updated_at=now)
+                    for rule in rules
+                )
+        except IntegrityError:
+            return False
+        return True
 
     def save(self, rule: RoutingRule) -> int:
         """Insert or replace one rule; returns the new version."""
