@@ -38,6 +38,8 @@ def parse_batch(
         raise RequestValidationError(
             [{"loc": ("body",), "msg": f"JSON decode error: {exc}", "type": "json_invalid"}]
         ) from None
+    if isinstance(data, dict) and isinstance(data.get("events"), list):
+        _check_length(len(data["events"]), max_events)  # before spending time on the items
     if drop_unknown_fields:
         data = _without_unknown_fields(data)
     try:
@@ -45,7 +47,6 @@ def parse_batch(
     except ValidationError:
         pass
     else:
-        _check_length(len(events), max_events)
         return events
     try:
         items = BatchRequest.model_validate(data).events
