@@ -171,3 +171,6 @@ class ErrorBody(BaseModel):
     dead_lettered: bool | None = Field(
         None, description="For record_rejected: kept in the dead-letter topic."
     )
+    request_id: str | None = Field(
+        None, description="On 5xx answers: the id the service's log lines for this request carry."
+    )
