@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from app.observability.request_context import current_traceparent
 from app.runtime import Runtime
-
-_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
 
 # Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in a worker
@@ -24,10 +22,9 @@ async def get_traceparent(
         str | None, Header(description="W3C trace context; copied into the Kafka record headers.")
     ] = None,
 ) -> str | None:
-    # The W3C spec says to ignore a malformed traceparent rather than fail the request.
-    if traceparent and _TRACEPARENT.fullmatch(traceparent.strip()):
-        return traceparent.strip()
-    return None
+    # The parameter documents the header; RequestIdMiddleware has already checked it (the W3C
+    # spec says to ignore a malformed traceparent rather than fail the request).
+    return current_traceparent.get()
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

@@ -122,7 +122,7 @@ async def _ingest_single(
     key: str | None,
 ) -> Response:
     started = request.scope.get("state", {}).get("validation_started_ns")
-    if started is not None:  # FastAPI parsed and validated the body before calling us
+    if runtime.tracing.enabled and started is not None:  # FastAPI validated the body before calling us
         runtime.tracing.record(
             "validate", started, time.time_ns(), **{"event_ingest.event_type": event.event_type}
         )

@@ -11,10 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +20,7 @@ import pytest
 
 from app.devbroker import DevBroker, free_port
 from tests.conftest import attempt, topic_settings
-from tests.integration.test_service_process import _env, _start, _stop, _wait_ready
+from tests.integration.test_service_process import _env, _running_service
 from tests.kafka_helpers import read_topic
 from tests.traffic import Poster, check_arrival
 
@@ -46,16 +43,6 @@ SHARED = {
     # persists its producer ids. This test is about the spool claims, so it runs without idempotence.
     "KAFKA_PRODUCER_CONFIG__ENABLE_IDEMPOTENCE": "false",
 }
-
-
-@contextmanager
-def _instance(env: dict[str, str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    process = _start({**env, "PORT": str(port)}, log)
-    try:
-        _wait_ready(port, process, log)
-        yield process
-    finally:
-        _stop(process)
 
 
 async def _metrics(client: httpx.AsyncClient) -> dict[str, Any]:
@@ -86,8 +73,8 @@ async def test_two_instances_share_spool_rules_and_keys_without_double_publishin
     topics = {key.upper(): value for key, value in topic_settings(f"multi{port_a}").items()}
     env = _env(KAFKA_BROKERS=dev_broker.bootstrap, DATABASE_URL=postgres_url, **topics, **SHARED)
     with (
-        _instance(env, port_a, tmp_path / "a.log") as process_a,
-        _instance(env, port_b, tmp_path / "b.log"),
+        _running_service(env, port_a, tmp_path / "a.log") as process_a,
+        _running_service(env, port_b, tmp_path / "b.log"),
     ):
         async with (
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{port_a}", timeout=30) as a,

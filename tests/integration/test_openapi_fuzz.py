@@ -28,7 +28,7 @@ from schemathesis.core.result import Ok
 
 from app.devbroker import free_port
 from tests.conftest import topic_settings
-from tests.integration.test_service_process import _env, _start, _stop, _wait_ready
+from tests.integration.test_service_process import _env, _running_service
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +45,6 @@ def test_fuzzing_the_openapi_schema_finds_no_5xx_and_no_schema_break(
     topics = {key.upper(): value for key, value in topic_settings(f"fuzz{port}").items()}
     env = _env(
         KAFKA_BROKERS=kafka_bootstrap,
-        PORT=str(port),
         DATABASE_URL=sqlite_url,
         AUTH_ENABLED="true",
         API_KEYS=json.dumps([{"name": "fuzz", "key": KEY, "scopes": ["ingest", "admin", "metrics"]}]),
@@ -54,12 +53,10 @@ def test_fuzzing_the_openapi_schema_finds_no_5xx_and_no_schema_break(
         **topics,
     )
     log = tmp_path / "service.log"
-    process = _start(env, log)
     base = f"http://127.0.0.1:{port}"
     failures: dict[str, str] = {}  # one example per operation and kind of failure
     calls = 0
-    try:
-        _wait_ready(port, process, log)
+    with _running_service(env, port, log):
         published = httpx.get(f"{base}/openapi.json", timeout=10).json()
         schema = schemathesis.openapi.from_dict(_bounded_arrays(published))
         deadline = time.monotonic() + TIME_BUDGET_SECONDS
@@ -70,8 +67,6 @@ def test_fuzzing_the_openapi_schema_finds_no_5xx_and_no_schema_break(
                 failures[f"time budget spent before {operation.label}"] = ""
                 break
             calls += _fuzz(operation, base, failures)
-    finally:
-        _stop(process)
     print(
         f"\n[fuzz] operations={len(list(schema.get_all_operations()))} calls={calls} failures={len(failures)}"
     )

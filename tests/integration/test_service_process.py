@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -53,6 +55,17 @@ def _stop(process: subprocess.Popen[bytes]) -> int:
             process.kill()
             process.wait(timeout=10)
     return process.returncode
+
+
+@contextmanager
+def _running_service(env: dict[str, str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m app` on `port`, ready to serve; stopped (SIGINT, then SIGKILL) afterwards."""
+    process = _start({**env, "PORT": str(port)}, log)
+    try:
+        _wait_ready(port, process, log)
+        yield process
+    finally:
+        _stop(process)
 
 
 def _env(**values: str) -> dict[str, str]:
