@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import subprocess
@@ -61,6 +62,10 @@ class Result:
     rss_idle_mb: float | None = None
     rss_load_mb: float | None = None
     cpu_s_per_10k_events: float | None = None
+    # Cores each process kept busy while measured: what bounds the figure on a shared machine.
+    cores_service: float | None = None
+    cores_broker: float | None = None
+    cores_load_generator: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -155,6 +160,7 @@ def _wrk(
         "wrk", "-t", "2", "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--timeout", "10s",
         "-s", str(script), f"http://127.0.0.1:{port}",
     ]  # fmt: skip
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as wrk:
         deadline = time.monotonic() + seconds + 30
         while wrk.poll() is None and time.monotonic() < deadline:
@@ -168,6 +174,10 @@ def _wrk(
     if line is None:
         raise RuntimeError(f"wrk printed no result: {output} {errors}")
     result: dict[str, Any] = orjson.loads(line.removeprefix("RESULT "))
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk is the only child reaped meanwhile
+    result["cpu_s"] = (children_after.ru_utime + children_after.ru_stime) - (
+        children_before.ru_utime + children_before.ru_stime
+    )
     return result
 
 
@@ -189,11 +199,13 @@ def _measure(
     _wrk(port, path, mode, batch, options.warmup, connections, delay_ms, workdir)  # warm-up, not counted
     idle = _rss_mb(pid)
     cpu_before = _cpu_seconds(pid)
+    broker_before = _cpu_seconds(options.broker_pid) if options.broker_pid else 0.0
     samples: list[float] = []
     started = time.monotonic()
     result = _wrk(port, path, mode, batch, options.duration, connections, delay_ms, workdir, pid, samples)
     elapsed = time.monotonic() - started
     cpu = _cpu_seconds(pid) - cpu_before
+    broker_cpu = _cpu_seconds(options.broker_pid) - broker_before if options.broker_pid else 0.0
     seconds = result["duration_us"] / 1e6
     rps = result["requests"] / seconds
     events = rps * batch
@@ -214,6 +226,9 @@ def _measure(
         rss_idle_mb=idle,
         rss_load_mb=max(samples) if samples else None,
         cpu_s_per_10k_events=round(cpu / max(1.0, events * elapsed) * 10_000, 3),
+        cores_service=round(cpu / elapsed, 2),
+        cores_broker=round(broker_cpu / elapsed, 2) if options.broker_pid else None,
+        cores_load_generator=round(result["cpu_s"] / elapsed, 2),
     )
 
 
@@ -243,6 +258,7 @@ def run(options: argparse.Namespace) -> list[Result]:
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp, DevBroker(free_port()) as broker:
         workdir = Path(tmp)
+        options.broker_pid = broker.pid
         configs = [("json", "none"), ("json", "zstd"), ("protobuf", "none"), ("protobuf", "zstd")]
         if options.quick:
             configs = configs[:1]
@@ -314,14 +330,19 @@ def run(options: argparse.Namespace) -> list[Result]:
 
 def _print(results: list[Result]) -> None:
     by_name = {result.name: result for result in results}
-    header = f"{'scenario':44} {'events/s':>9} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'err':>4} {'RSS idle/load MB':>17} {'CPU s/10k':>9}"
+    header = f"{'scenario':44} {'events/s':>9} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'err':>4} {'RSS idle/load MB':>17} {'CPU s/10k':>9} {'cores svc/brk/load':>18}"
     print(header)
     print("-" * len(header))
     for r in results:
         rss = f"{r.rss_idle_mb or 0:.0f}/{r.rss_load_mb or 0:.0f}" if r.rss_idle_mb else ""
         cpu = f"{r.cpu_s_per_10k_events:.2f}" if r.cpu_s_per_10k_events is not None else ""
+        cores = (
+            f"{r.cores_service:.2f}/{r.cores_broker or 0:.2f}/{r.cores_load_generator or 0:.2f}"
+            if r.cores_service is not None
+            else ""
+        )
         print(
-            f"{r.name:44} {r.events_per_s:9.0f} {r.requests_per_s:8.0f} {r.p50_ms:7.2f} {r.p95_ms:7.2f} {r.p99_ms:7.2f} {r.errors:4d} {rss:>17} {cpu:>9}"
+            f"{r.name:44} {r.events_per_s:9.0f} {r.requests_per_s:8.0f} {r.p50_ms:7.2f} {r.p95_ms:7.2f} {r.p99_ms:7.2f} {r.errors:4d} {rss:>17} {cpu:>9} {cores:>18}"
         )
     print()
     for mode in ("single", "batch"):

@@ -30,6 +30,7 @@ EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
 
 ItemStatus = Literal["accepted", "spooled", "unrouted", "duplicate", "rejected"]
 AckLevel = Literal["kafka", "spool"]
+_Keys = list[tuple[Literal["request", "attempt"], str]]  # an event's idempotency keys, by kind
 
 
 @dataclass(slots=True)
@@ -153,62 +154,56 @@ class IngestService:
         batch: bool,
     ) -> list[ItemOutcome]:
         outcomes: list[ItemOutcome | None] = [None] * len(events)
-        fresh: list[int] = []
-        for position, (event, event_keys) in enumerate(zip(events, keys, strict=True)):
-            provisional = {"event_id": str(event.event_id), "status": "in_progress", "topics": []}
-            known = await self._reserve(event_keys, provisional)
-            if known is None:
-                fresh.append(position)
-                continue
-            key_kind, stored = known
-            # A retried batch gets the first answer for its items; anything else is a duplicate.
-            replay = batch and key_kind == "request" and stored.get("status") != "in_progress"
-            outcomes[position] = _from_stored(stored, None if replay else "duplicate")
-            self.metrics.record_duplicate()
+        # Every key of the request is reserved in one call, in event order.
+        keyed = [position for position, event_keys in enumerate(keys) if event_keys]
+        if keyed:
+            groups = []
+            for position in keyed:
+                provisional = {
+                    "event_id": str(events[position].event_id),
+                    "status": "in_progress",
+                    "topics": [],
+                }
+                groups.append([(key, provisional) for _, key in keys[position]])
+            for position, known in zip(keyed, await self.idempotency.reserve(groups), strict=True):
+                if known is None:
+                    continue
+                key_position, stored = known
+                kind = keys[position][key_position][0]
+                # A retried batch gets the first answer for its items; anything else is a duplicate.
+                replay = batch and kind == "request" and stored.get("status") != "in_progress"
+                outcomes[position] = _from_stored(stored, None if replay else "duplicate")
+                self.metrics.record_duplicate()
+        fresh = [position for position, outcome in enumerate(outcomes) if outcome is None]
         results = await self.publisher.publish_many(
             [events[p] for p in fresh], traceparent, spool_only=ack == "spool"
         )
+        completed: dict[str, StoredResult] = {}
+        released: list[str] = []
         for position, result in zip(fresh, results, strict=True):
             outcome = _from_publish(result)
             outcomes[position] = outcome
-            for key in keys[position].all():
-                if outcome.status == "rejected":
-                    await self.idempotency.release(key)
-                else:
-                    await self.idempotency.complete(key, outcome.stored())
+            if not keys[position]:
+                continue
+            if outcome.status == "rejected":  # not accepted: a retry must be processed, not answered
+                released += [key for _, key in keys[position]]
+            else:
+                stored = outcome.stored()
+                for _, key in keys[position]:
+                    completed[key] = stored
+        if completed or released:
+            await self.idempotency.settle(completed, released)
         return [outcome for outcome in outcomes if outcome is not None]
-
-    async def _reserve(self, keys: _Keys, provisional: StoredResult) -> tuple[str, StoredResult] | None:
-        reserved: list[str] = []
-        for kind, key in keys.named():
-            known = await self.idempotency.reserve(key, provisional)
-            if known is not None:
-                for taken in reserved:  # undo the reservations of this event: it is not published
-                    await self.idempotency.release(taken)
-                return kind, known
-            reserved.append(key)
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class _Keys:
-    """The idempotency keys of one event: the request's key and, for attempts, the attempt's own."""
-
-    request: str | None
-    attempt: str | None
-
-    def named(self) -> list[tuple[str, str]]:
-        return [(kind, key) for kind, key in (("request", self.request), ("attempt", self.attempt)) if key]
-
-    def all(self) -> list[str]:
-        return [key for _, key in self.named()]
 
 
 def _keys(event: BaseEvent, request_key: str | None) -> _Keys:
-    attempt = (
-        f"attempt:{event.user_id}:{event.client_attempt_id}" if isinstance(event, AttemptEvent) else None
-    )
-    return _Keys(request=f"key:{request_key}" if request_key else None, attempt=attempt)
+    """The idempotency keys of one event, as (kind, key): the request's and, for attempts, the attempt's."""
+    keys: _Keys = []
+    if request_key:
+        keys.append(("request", f"key:{request_key}"))
+    if isinstance(event, AttemptEvent) and event.client_attempt_id:
+        keys.append(("attempt", f"attempt:{event.user_id}:{event.client_attempt_id}"))
+    return keys
 
 
 def _forbidden(event_type: str) -> PublishFailure:

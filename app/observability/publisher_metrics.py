@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -156,23 +156,28 @@ class PublisherMetrics:
             for gauge, read in self._live.items():
                 gauge.set(read())
 
-    def record_published(self, topic: str, latency_seconds: float) -> None:
-        self.events_published += 1
-        self.per_topic[topic]["published"] += 1
-        # Per-record hot path: look the labelled child up once per topic, not on every record.
+    def record_published(self, topic: str, latencies_seconds: Sequence[float]) -> None:
+        """Records of one topic acknowledged together, with each one's acknowledgement latency."""
+        count = len(latencies_seconds)
+        if not count:
+            return
+        self.events_published += count
+        self.per_topic[topic]["published"] += count
+        # Hot path: look the labelled child up once per topic, not on every record.
         child = self._published_by_topic.get(topic)
         if child is None:
             child = self._published_by_topic[topic] = self._published.labels(topic)
-        child.inc()
-        self._latency.observe(latency_seconds)
-        latency_ms = latency_seconds * 1000
-        previous = self.average_latency_ms
-        self.average_latency_ms = (
-            latency_ms if previous is None else previous + EMA_ALPHA * (latency_ms - previous)
-        )
+        child.inc(count)
+        observe = self._latency.observe
+        average = self.average_latency_ms
+        for latency in latencies_seconds:
+            observe(latency)
+            latency_ms = latency * 1000
+            average = latency_ms if average is None else average + EMA_ALPHA * (latency_ms - average)
+        self.average_latency_ms = average
         self.last_publish_epoch = time.time()  # a float here; formatted only when shown
         self.last_publish_monotonic = time.monotonic()
-        self.recent.add("published")
+        self.recent.add("published", count)
 
     def record_failed(self, topic: str, reason: str) -> None:
         self.events_failed += 1

@@ -1,20 +1,22 @@
 """confluent-kafka's classic Producer made usable from asyncio.
 
-`produce()` runs on the event loop (it only enqueues); a background thread calls `poll()` so that
-delivery callbacks fire, and each callback resolves an asyncio future through
-`loop.call_soon_threadsafe`. The loop never blocks on Kafka. (Pattern from faststream's confluent
+`send()` runs on the event loop (it only enqueues); a background thread calls `poll()` so that
+delivery callbacks fire; the last report of a `send()` wakes its coroutine through
+`loop.call_soon_threadsafe`, once per request rather than once per record. The loop never
+blocks on Kafka. (Pattern from faststream's confluent
 client; see shared/STYLE.md for why not `AIOProducer`.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -37,17 +39,83 @@ PRODUCER_DEAD_CODES = frozenset(
 )
 ERROR_LOG_INTERVAL = 10.0  # seconds between two log lines for the same kind of client error
 
-Headers = Sequence[tuple[str, str | bytes | None]]
+Headers = list[tuple[str, str]]
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryReport:
-    """Where Kafka stored a record, and how long the acknowledgement took."""
+class Delivery:
+    """The delivery reports of records sent together, and one loop wake-up when the last arrives.
 
-    topic: str
-    partition: int
-    offset: int
-    latency_seconds: float
+    `outcomes[i]` is the acknowledgement latency in seconds of record i, its DeliveryError or
+    QueueFullError, or None while no report has come in (after `wait`: not acknowledged in time).
+    Reports are written by librdkafka's callbacks on the poll thread; the request's coroutine
+    awaits one future for all of them, not one per record.
+    """
+
+    __slots__ = ("_count", "_done", "_loop", "_on_complete", "_on_fatal", "_reported", "outcomes", "topics")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        topics: list[str],
+        on_complete: Callable[[asyncio.Future[None]], None],
+        on_fatal: Callable[[str], None],
+    ) -> None:
+        self._loop = loop
+        self._on_complete = on_complete
+        self._on_fatal = on_fatal
+        self.topics = topics
+        self.outcomes: list[float | DeliveryError | QueueFullError | None] = [None] * len(topics)
+        self._count = len(topics)
+        # next() on an itertools.count is atomic under the GIL: reports may come from two threads
+        # (the poll thread, and a flush at shutdown).
+        self._reported = itertools.count(1)
+        self._done: asyncio.Future[None] = loop.create_future()
+        if not topics:
+            self._done.set_result(None)
+
+    def _settle(self, index: int, outcome: float | DeliveryError | QueueFullError) -> None:
+        """Any thread: keep the outcome; the last one wakes the waiting coroutine."""
+        self.outcomes[index] = outcome
+        if next(self._reported) == self._count:
+            self._on_complete(self._done)
+
+    def on_delivery(self, index: int, error: KafkaError | None, message: Message) -> None:
+        """librdkafka's delivery callback (bound to a record's index with functools.partial)."""
+        if error is None:
+            latency = message.latency()
+            self._settle(index, latency if latency is not None else 0.0)
+            return
+        if error.fatal() or error.code() in PRODUCER_DEAD_CODES:
+            self._on_fatal(error.str())
+        self._settle(index, DeliveryError.from_kafka(self.topics[index], error))
+
+    async def wait(self, seconds: float) -> None:
+        """Until every record has a report, or `seconds` have passed (the rest then count as timed out)."""
+        if self._done.done():
+            return
+        timer = self._loop.call_later(max(0.0, seconds), _set_done, self._done)
+        try:
+            await self._done
+        finally:
+            timer.cancel()
+
+    def error(self, index: int) -> DeliveryError | QueueFullError | None:
+        """None when record `index` was acknowledged; its error otherwise (a missing report is a timeout)."""
+        outcome = self.outcomes[index]
+        if outcome is None:
+            return DeliveryError(self.topics[index], -1, "ACK_TIMEOUT", "no delivery report in time", True)
+        if isinstance(outcome, float):
+            return None
+        return outcome
+
+    def latency(self, index: int) -> float:
+        outcome = self.outcomes[index]
+        return outcome if isinstance(outcome, float) else 0.0
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class AsyncProducer:
@@ -59,6 +127,7 @@ class AsyncProducer:
     """
 
     __slots__ = (
+        "_completed",
         "_config",
         "_last_logged",
         "_loop",
@@ -66,9 +135,8 @@ class AsyncProducer:
         "_poll_thread",
         "_producer",
         "_replacing",
-        "_reports",
         "_running",
-        "_settle_scheduled",
+        "_wake_scheduled",
         "replacements",
     )
 
@@ -85,9 +153,10 @@ class AsyncProducer:
         self._on_replaced = on_replaced
         self.replacements = 0
         self._last_logged: dict[str, float] = {}
-        # Delivery reports travel from librdkafka's callback threads to the loop through this deque.
-        self._reports: deque[tuple[asyncio.Future[DeliveryReport], DeliveryReport | DeliveryError]] = deque()
-        self._settle_scheduled = False
+        # Completed deliveries travel from librdkafka's callback threads to the loop through this
+        # deque, with one loop wake-up per burst of them rather than one per request.
+        self._completed: deque[asyncio.Future[None]] = deque()
+        self._wake_scheduled = False
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -138,58 +207,49 @@ class AsyncProducer:
         # Fail the old instance's records (their callbacks settle the waiting requests) off the loop.
         threading.Thread(target=_drain, args=(old,), name="kafka-drain", daemon=True).start()
 
-    def _settle_reports(self) -> None:
-        """On the loop: resolve every waiting future whose delivery report has come in."""
-        self._settle_scheduled = False  # before draining, so a report appended meanwhile schedules again
-        reports = self._reports
-        while reports:
-            future, outcome = reports.popleft()
-            _settle(future, outcome)
+    def _complete(self, done: asyncio.Future[None]) -> None:
+        """Any thread: a delivery has all its reports; wake the loop unless a wake-up is pending."""
+        self._completed.append(done)
+        if not self._wake_scheduled and self._loop is not None:
+            self._wake_scheduled = True
+            self._loop.call_soon_threadsafe(self._wake_completed)
 
-    def produce(
-        self, topic: str, value: bytes, key: bytes | None, headers: Headers
-    ) -> asyncio.Future[DeliveryReport]:
-        """Enqueue one record; the future resolves when Kafka acknowledges it or gives up.
+    def _wake_completed(self) -> None:
+        """On the loop: resolve every completed delivery."""
+        self._wake_scheduled = False  # before draining, so one completed meanwhile schedules again
+        completed = self._completed
+        while completed:
+            _set_done(completed.popleft())
 
-        Raises QueueFullError when the bounded queue is full (the caller answers 429).
+    def send(self, records: Sequence[tuple[str, bytes, bytes | None, Headers]]) -> Delivery:
+        """Enqueue (topic, value, key, headers) records in order; await the Delivery for their reports.
+
+        Never raises for a record: one Kafka refuses at enqueue time (e.g. MSG_SIZE_TOO_LARGE)
+        gets its DeliveryError at once; when the bounded queue is full, that record and every
+        later one get a QueueFullError (429), so a request's later events never overtake it.
         """
         producer, loop = self._producer, self._loop
         if producer is None or loop is None:
             raise RuntimeError("producer not started")
-        future: asyncio.Future[DeliveryReport] = loop.create_future()
-        started = time.perf_counter()
-
-        def on_delivery(error: KafkaError | None, message: Message) -> None:
-            # Runs on the poll thread: hand the outcome to the loop, never touch the future here.
-            if error is not None:
-                if error.fatal() or error.code() in PRODUCER_DEAD_CODES:
+        delivery = Delivery(loop, [topic for topic, _, _, _ in records], self._complete, self._fatal)
+        report = delivery.on_delivery
+        produce = producer.produce
+        for index, (topic, value, key, headers) in enumerate(records):
+            try:
+                produce(topic, value, key, headers=headers, on_delivery=partial(report, index))  # type: ignore[arg-type]  # the stub wants list[tuple[str, str | bytes | None]]; lists are invariant
+            except BufferError as exc:
+                full = QueueFullError(str(exc))
+                for rest in range(index, len(records)):
+                    delivery._settle(rest, full)
+                break
+            except KafkaException as exc:
+                # Refused at enqueue time for a record that can never succeed (e.g. too large),
+                # or, after a fatal error, every record until the producer is replaced.
+                error: KafkaError = exc.args[0]
+                if error.fatal() or error.code() == KafkaError._FATAL:
                     self._fatal(error.str())
-                outcome: DeliveryReport | DeliveryError = DeliveryError.from_kafka(topic, error)
-            else:
-                outcome = DeliveryReport(
-                    topic=topic,
-                    partition=message.partition() or 0,
-                    offset=message.offset() or 0,
-                    latency_seconds=time.perf_counter() - started,
-                )
-            self._reports.append((future, outcome))
-            if not self._settle_scheduled:
-                # One loop wake-up per burst of reports, not one per record.
-                self._settle_scheduled = True
-                loop.call_soon_threadsafe(self._settle_reports)
-
-        try:
-            producer.produce(topic, value=value, key=key, headers=list(headers), on_delivery=on_delivery)
-        except BufferError as exc:
-            raise QueueFullError(str(exc)) from None
-        except KafkaException as exc:
-            # Raised at enqueue time for records that can never succeed (e.g. MSG_SIZE_TOO_LARGE),
-            # or, after a fatal error, for every record until the producer is replaced.
-            error: KafkaError = exc.args[0]
-            if error.fatal() or error.code() == KafkaError._FATAL:
-                self._fatal(error.str())
-            raise DeliveryError.from_kafka(topic, error) from None
-        return future
+                delivery._settle(index, DeliveryError.from_kafka(topic, error))
+        return delivery
 
     def queue_length(self) -> int:
         return len(self._producer) if self._producer is not None else 0
@@ -236,26 +296,3 @@ def _drain(producer: Producer) -> None:
     except Exception as exc:  # a dead producer may fail in any way; its records settle regardless
         # (librdkafka wraps a fatal error raised during flush's callbacks in a SystemError)
         logger.warning("draining a failed producer", extra={"reason": str(exc)})
-
-
-def _settle(future: asyncio.Future[DeliveryReport], outcome: DeliveryReport | DeliveryError) -> None:
-    if future.done():  # the waiter was cancelled (client went away); nothing to tell
-        return
-    if isinstance(outcome, DeliveryError):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
-
-
-def delivery_error(topic: str, future: asyncio.Future[DeliveryReport] | None) -> DeliveryError | None:
-    """The error of a settled delivery future (None when acknowledged); unsent and timed-out count as outages."""
-    if future is None:
-        return DeliveryError(topic, -1, "NOT_SENT", "record was not sent", True)
-    if future.cancelled():
-        return DeliveryError(topic, -1, "ACK_TIMEOUT", "no delivery report in time", True)
-    error = future.exception()
-    if error is None:
-        return None
-    if isinstance(error, DeliveryError):
-        return error
-    return DeliveryError(topic, -1, type(error).__name__, str(error), True)

@@ -31,7 +31,7 @@ from app.observability.tracing import Tracing
 from app.publishing.breaker import DeliveryBreaker, OutageError
 from app.publishing.errors import BrokerUnavailableError, DeliveryError, QueueFullError
 from app.publishing.pause import PauseSwitch
-from app.publishing.producer import AsyncProducer, DeliveryReport, delivery_error
+from app.publishing.producer import AsyncProducer
 from app.publishing.records import HeaderList, OutRecord, dead_letter_headers
 from app.publishing.retry import RetryPolicy
 from app.routing import templates
@@ -297,41 +297,29 @@ class EventPublisher:
         deadline: float,
     ) -> list[OutRecord]:
         """One attempt for each record; returns the records worth another attempt (outages)."""
-        waiting: list[tuple[OutRecord, asyncio.Future[DeliveryReport]]] = []
+        records = [record for record in records if record.index not in failures]  # event refused: 429
+        delivery = self.producer.send([(r.topic, r.value, r.key, r.headers) for r in records])
+        await delivery.wait(max(0.1, deadline - time.monotonic() + ACK_GRACE_SECONDS))
         retry: list[OutRecord] = []
-        for record in records:
-            if record.index in failures:  # its event already failed (queue full): do not send the rest
-                continue
+        published: dict[str, list[float]] = {}
+        for index, record in enumerate(records):
             record.attempts += 1
-            try:
-                waiting.append(
-                    (record, self.producer.produce(record.topic, record.value, record.key, record.headers))
-                )
-            except QueueFullError as exc:
-                failures[record.index] = PublishFailure(
-                    FailureCode.QUEUE_FULL, f"publisher queue is full: {exc}", True, 1.0
-                )
-                self.metrics.record_rejected("queue_full")
-            except DeliveryError as exc:
-                record.error = exc
-                self._count_failure(record, exc)
-                (retry if exc.retriable else result.permanent).append(record)
-        if waiting:
-            _, late = await asyncio.wait(
-                [future for _, future in waiting],
-                timeout=max(0.1, deadline - time.monotonic() + ACK_GRACE_SECONDS),
-            )
-            for future in late:
-                future.cancel()
-        for record, future in waiting:
-            error = delivery_error(record.topic, future)
+            error = delivery.error(index)
             if error is None:
                 record.error = None
-                self.metrics.record_published(record.topic, future.result().latency_seconds)
-                continue
-            record.error = error
-            self._count_failure(record, error)
-            (retry if error.retriable else result.permanent).append(record)
+                published.setdefault(record.topic, []).append(delivery.latency(index))
+            elif isinstance(error, QueueFullError):
+                failures.setdefault(
+                    record.index,
+                    PublishFailure(FailureCode.QUEUE_FULL, f"publisher queue is full: {error}", True, 1.0),
+                )
+                self.metrics.record_rejected("queue_full")
+            else:
+                record.error = error
+                self._count_failure(record, error)
+                (retry if error.retriable else result.permanent).append(record)
+        for topic, latencies in published.items():
+            self.metrics.record_published(topic, latencies)
         return retry
 
     def _count_failure(self, record: OutRecord, error: DeliveryError) -> None:
@@ -350,26 +338,22 @@ class EventPublisher:
         """Write refused records to the DLQ at once; those it cannot take now are spooled for it."""
         if not records:
             return
-        futures: list[tuple[OutRecord, asyncio.Future[DeliveryReport] | None]] = []
-        for record in records:
-            assert record.error is not None
-            headers = dead_letter_headers(record.headers, record.topic, str(record.error), record.attempts)
-            if self.breaker.state == "open":
-                futures.append((record, None))
-                continue
-            try:
-                futures.append(
-                    (record, self.producer.produce(self.dlq_topic, record.value, record.key, headers))
-                )
-            except (QueueFullError, DeliveryError):
-                futures.append((record, None))
-        pending = [future for _, future in futures if future is not None]
-        if pending:
-            _, late = await asyncio.wait(pending, timeout=self._ack_timeout + ACK_GRACE_SECONDS)
-            for late_future in late:
-                late_future.cancel()
-        for record, future in futures:
-            if future is not None and delivery_error(self.dlq_topic, future) is None:
+        if self.breaker.state == "open":
+            to_spool += [(r, f"dead-letter topic unavailable; DLQ reason: {r.error}") for r in records]
+            return
+        sent = [
+            (
+                self.dlq_topic,
+                r.value,
+                r.key,
+                dead_letter_headers(r.headers, r.topic, str(r.error), r.attempts),
+            )
+            for r in records
+        ]
+        delivery = self.producer.send(sent)
+        await delivery.wait(self._ack_timeout + ACK_GRACE_SECONDS)
+        for index, record in enumerate(records):
+            if delivery.error(index) is None:
                 self.metrics.record_dlq(record.topic)
                 logger.warning(
                     "record dead-lettered",

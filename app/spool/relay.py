@@ -18,9 +18,9 @@ from functools import partial
 from app.database.schema import SpooledRecord
 from app.observability.publisher_metrics import PublisherMetrics
 from app.publishing.breaker import DeliveryBreaker, OutageError
-from app.publishing.errors import BrokerUnavailableError, DeliveryError, QueueFullError
+from app.publishing.errors import BrokerUnavailableError, DeliveryError
 from app.publishing.pause import PauseSwitch
-from app.publishing.producer import AsyncProducer, DeliveryReport, delivery_error
+from app.publishing.producer import AsyncProducer
 from app.publishing.records import dead_letter_headers
 from app.publishing.retry import RetryPolicy
 from app.spool.service import Spool
@@ -130,9 +130,8 @@ class SpoolRelay:
 
     async def _deliver(self, rows: list[SpooledRecord]) -> tuple[int, str]:
         now = datetime.now(UTC)
-        sent: list[
-            tuple[SpooledRecord, str, asyncio.Future[DeliveryReport] | None, DeliveryError | None]
-        ] = []
+        topics: list[str] = []
+        sent: list[tuple[str, bytes, bytes | None, list[tuple[str, str]]]] = []
         for row in rows:
             if row.dlq_reason is None and self._expired(row, now):
                 row.dlq_reason = (
@@ -142,30 +141,28 @@ class SpoolRelay:
             headers: list[tuple[str, str]] = [(name, value) for name, value in row.headers]
             if row.dlq_reason:
                 headers = dead_letter_headers(headers, row.topic, row.dlq_reason, row.attempts + 1)
-            try:
-                sent.append((row, topic, self.producer.produce(topic, row.value, row.key, headers), None))
-            except DeliveryError as exc:
-                sent.append((row, topic, None, exc))
-            except QueueFullError as exc:
-                sent.append((row, topic, None, DeliveryError(topic, -1, "QUEUE_FULL", str(exc), True)))
-        futures = [pending for _, _, pending, _ in sent if pending is not None]
-        if futures:
-            _, late = await asyncio.wait(futures, timeout=self._ack_timeout + 2)
-            for late_future in late:
-                late_future.cancel()
+            topics.append(topic)
+            sent.append((topic, row.value, row.key, headers))
+        delivery = self.producer.send(sent)
+        await delivery.wait(self._ack_timeout + 2)
 
         done: list[int] = []
         to_dlq: list[tuple[int, str]] = []
         failed: list[tuple[SpooledRecord, DeliveryError]] = []
-        for row, topic, future, error in sent:
-            error = error or delivery_error(topic, future)
-            if error is None:
+        for index, (row, topic) in enumerate(zip(rows, topics, strict=True)):
+            failure = delivery.error(index)
+            if failure is None:
                 done.append(row.id)
                 if topic == self.dlq_topic:
                     self.metrics.record_dlq(row.topic)
-                elif future is not None:
-                    self.metrics.record_published(topic, future.result().latency_seconds)
+                else:
+                    self.metrics.record_published(topic, [delivery.latency(index)])
                 continue
+            error = (
+                failure
+                if isinstance(failure, DeliveryError)
+                else DeliveryError(topic, -1, "QUEUE_FULL", str(failure), True)
+            )
             self.metrics.record_failed(topic, error.name)
             if not error.retriable and topic != self.dlq_topic:
                 to_dlq.append((row.id, str(error)))

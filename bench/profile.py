@@ -1,0 +1,79 @@
+"""`make profile`: where the service's CPU goes under load, from py-spy samples.
+
+Starts a development broker and the service (one worker), drives one scenario with wrk while
+py-spy samples the worker, then prints the functions with the most samples, inclusive and self,
+and writes the collapsed stacks (for flame graphs) under bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.database import migrations  # noqa: E402
+from app.devbroker import DevBroker, free_port  # noqa: E402
+from bench.run import PYTHON, _process, _service_env, _wrk  # noqa: E402
+
+
+def _summarize(collapsed: Path, top: int) -> None:
+    inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        total += count
+        frames = stack.split(";")
+        for frame in set(frames):
+            inclusive[frame] += count
+        own[frames[-1]] += count
+    print(f"{total} samples")
+    for title, counter in (("inclusive", inclusive), ("self", own)):
+        print(f"\n--- {title} ---")
+        for frame, count in counter.most_common(top):
+            print(f"{100 * count / total:5.1f}%  {frame[:150]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("mode", choices=["single", "batch"])
+    parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--top", type=int, default=45)
+    parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
+    options = parser.parse_args()
+    path = "/v1/events/attempts" if options.mode == "single" else "/v1/events/batch"
+    batch = 1 if options.mode == "single" else 100
+    out = ROOT / "bench" / "results" / f"profile-{options.mode}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.txt"
+    with tempfile.TemporaryDirectory(prefix="profile-") as tmp, DevBroker(free_port()) as broker:
+        workdir = Path(tmp)
+        database = f"sqlite:///{workdir / 'spool.db'}"
+        migrations.upgrade(database)
+        port = free_port()
+        env = _service_env(broker.bootstrap, database, port, 1)
+        with _process([PYTHON, "-m", "app"], env, port, workdir / "service.log") as pid:
+            _wrk(port, path, options.mode, batch, 2, options.connections, 0, workdir)  # warm-up
+            spy = subprocess.Popen(
+                [str(Path(PYTHON).parent / "py-spy"), "record", "--pid", str(pid), "--format", "raw",
+                 "--rate", str(options.rate), "--duration", str(round(options.duration)), "--output", str(out),
+                 "--nonblocking", "--threads"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            result = _wrk(port, path, options.mode, batch, options.duration, options.connections, 0, workdir)
+            spy.wait(timeout=options.duration + 30)
+    seconds = result["duration_us"] / 1e6
+    print(f"{options.mode}: {result['requests'] / seconds * batch:.0f} events/s under py-spy")
+    _summarize(out, options.top)
+    print(f"\ncollapsed stacks: {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
