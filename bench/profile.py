@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.database import migrations  # noqa: E402
 from app.devbroker import DevBroker, free_port  # noqa: E402
-from bench.run import PYTHON, _process, _service_env, _wrk  # noqa: E402
+from bench.run import PYTHON, TICKS, _process, _service_env, _wrk  # noqa: E402
 
 
 def _summarize(collapsed: Path, top: int) -> None:
@@ -40,6 +40,19 @@ def _summarize(collapsed: Path, top: int) -> None:
         print(f"\n--- {title} ---")
         for frame, count in counter.most_common(top):
             print(f"{100 * count / total:5.1f}%  {frame[:150]}")
+
+
+def _thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name (librdkafka's own threads are invisible to py-spy)."""
+    seconds: dict[str, float] = collections.defaultdict(float)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds[name] += (int(fields[11]) + int(fields[12])) / TICKS
+    return dict(seconds)
 
 
 def main() -> None:
@@ -67,10 +80,17 @@ def main() -> None:
                  "--nonblocking", "--threads"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
+            threads_before = _thread_cpu(pid)
             result = _wrk(port, path, options.mode, batch, options.duration, options.connections, 0, workdir)
+            threads_after = _thread_cpu(pid)
             spy.wait(timeout=options.duration + 30)
     seconds = result["duration_us"] / 1e6
     print(f"{options.mode}: {result['requests'] / seconds * batch:.0f} events/s under py-spy")
+    print("cores per thread:", {
+        name: round((threads_after.get(name, 0) - before) / seconds, 2)
+        for name, before in sorted(threads_before.items())
+        if threads_after.get(name, 0) - before > 0.01 * seconds
+    })  # fmt: skip
     _summarize(out, options.top)
     print(f"\ncollapsed stacks: {out.relative_to(ROOT)}")
 

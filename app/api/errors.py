@@ -25,7 +25,7 @@ def error_response(
     *,
     retriable: bool = False,
     retry_after: float | None = None,
-    event_id: uuid.UUID | None = None,
+    event_id: uuid.UUID | str | None = None,
     request_id: str | None = None,
     **extra: Any,
 ) -> JsonResponse:

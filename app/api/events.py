@@ -80,7 +80,7 @@ def _answer_single(outcome: ItemOutcome) -> Response:
         return error_response(422, outcome.validation_errors, "validation_error", event_id=outcome.event_id)
     failure = outcome.failure
     if failure is None:
-        body = {"event_id": str(outcome.event_id), "status": outcome.status, "topics": outcome.topics}
+        body = {"event_id": outcome.event_id, "status": outcome.status, "topics": outcome.topics}
         return JsonResponse(body, status_code=200 if outcome.status == "duplicate" else 202)
     extra: dict[str, Any] = {"dead_lettered": True} if failure.dead_lettered else {}
     return error_response(
@@ -254,7 +254,7 @@ def _batch_body(outcomes: list[ItemOutcome]) -> dict[str, Any]:
         counts[outcome.status] += 1
         item: dict[str, Any] = {"index": index, "status": outcome.status, "topics": outcome.topics}
         if outcome.event_id is not None:
-            item["event_id"] = str(outcome.event_id)
+            item["event_id"] = outcome.event_id
         if outcome.validation_errors is not None:
             item["errors"] = [
                 {

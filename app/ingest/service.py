@@ -38,19 +38,19 @@ class ItemOutcome:
     """What happened to one event of a request."""
 
     status: ItemStatus
-    event_id: uuid.UUID | None = None
+    event_id: str | None = None
     topics: list[str] = field(default_factory=list)
     failure: PublishFailure | None = None
     validation_errors: list[dict[str, Any]] | None = None
 
     def stored(self) -> StoredResult:
-        return {"event_id": str(self.event_id), "status": self.status, "topics": self.topics}
+        return {"event_id": self.event_id, "status": self.status, "topics": self.topics}
 
 
 def _from_stored(stored: StoredResult, status: ItemStatus | None = None) -> ItemOutcome:
     return ItemOutcome(
         status=status or stored.get("status", "duplicate"),
-        event_id=uuid.UUID(stored["event_id"]),
+        event_id=stored["event_id"],
         topics=list(stored.get("topics", [])),
     )
 
@@ -88,7 +88,7 @@ class IngestService:
         problems = self.time_window.problems(event)
         if problems is not None:
             self.metrics.record_rejected("validation")
-            return ItemOutcome("rejected", event.event_id, validation_errors=problems)
+            return ItemOutcome("rejected", event.event_id_text, validation_errors=problems)
         (outcome,) = await self._ingest(
             [event], [_keys(event, idempotency_key)], traceparent, ack, batch=False
         )
@@ -124,12 +124,12 @@ class IngestService:
             if not may_post(event.event_type):
                 forbidden += 1
                 outcomes[index] = ItemOutcome(
-                    "rejected", event.event_id, failure=_forbidden(event.event_type)
+                    "rejected", event.event_id_text, failure=_forbidden(event.event_type)
                 )
                 continue
             problems = self.time_window.problems(event, now)
             if problems is not None:
-                outcomes[index] = ItemOutcome("rejected", event.event_id, validation_errors=problems)
+                outcomes[index] = ItemOutcome("rejected", event.event_id_text, validation_errors=problems)
                 continue
             valid.append((index, event))
         if forbidden:
@@ -160,7 +160,7 @@ class IngestService:
             groups = []
             for position in keyed:
                 provisional = {
-                    "event_id": str(events[position].event_id),
+                    "event_id": events[position].event_id_text,
                     "status": "in_progress",
                     "topics": [],
                 }
@@ -212,8 +212,8 @@ def _forbidden(event_type: str) -> PublishFailure:
     )
 
 
-def _uuid_or_none(value: object) -> uuid.UUID | None:
+def _uuid_or_none(value: object) -> str | None:
     try:
-        return uuid.UUID(str(value)) if value is not None else None
+        return str(uuid.UUID(str(value))) if value is not None else None
     except ValueError:
         return None

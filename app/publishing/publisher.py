@@ -14,9 +14,9 @@ What happens to a record that Kafka does not acknowledge:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -83,7 +83,7 @@ class PublishFailure:
 class PublishResult:
     """The answer for one event."""
 
-    event_id: uuid.UUID
+    event_id: str
     outcome: Outcome
     topics: tuple[str, ...] = ()
     failure: PublishFailure | None = None
@@ -213,10 +213,12 @@ class EventPublisher:
     ) -> PublishResult:
         if route.unrouted:
             self.metrics.record_unrouted(event.event_type)
-            return PublishResult(event.event_id, Outcome.UNROUTED)
+            return PublishResult(event.event_id_text, Outcome.UNROUTED)
         if failure is not None:
-            return PublishResult(event.event_id, Outcome.FAILED, route.topics, failure)
-        return PublishResult(event.event_id, Outcome.SPOOLED if spooled else Outcome.ACCEPTED, route.topics)
+            return PublishResult(event.event_id_text, Outcome.FAILED, route.topics, failure)
+        return PublishResult(
+            event.event_id_text, Outcome.SPOOLED if spooled else Outcome.ACCEPTED, route.topics
+        )
 
     def _records(
         self, events: Sequence[BaseEvent], routes: list[Route], traceparent: str | None
@@ -228,7 +230,7 @@ class EventPublisher:
             value = self.serializer.serialize(event)
             headers = self._headers(event, traceparent, self.serializer.content_type)
             key = event.user_id.encode()
-            event_id = str(event.event_id)
+            event_id = event.event_id_text
             fields: dict[str, Any] | None = None  # the event's JSON form, built only for templates
             for destination in route.destinations:
                 record_key, record_value, record_headers = key, value, headers
@@ -246,15 +248,10 @@ class EventPublisher:
         return records
 
     def _headers(self, event: BaseEvent, traceparent: str | None, content_type: str) -> HeaderList:
-        headers: HeaderList = [
-            ("event_id", str(event.event_id)),
-            ("event_type", event.event_type),
-            ("schema_version", str(event.schema_version)),
-            ("content_type", content_type),
+        return [
+            ("event_id", event.event_id_text),
+            *_common_headers(event.event_type, event.schema_version, content_type, traceparent),
         ]
-        if traceparent:
-            headers.append(("traceparent", traceparent))
-        return headers
 
     async def _deliver_with_retries(
         self, records: list[OutRecord], failures: dict[int, PublishFailure]
@@ -406,6 +403,19 @@ class EventPublisher:
         for index in indexes:
             failures[index] = failure
         self.metrics.record_rejected(failure.code.value, len(indexes))
+
+
+@functools.lru_cache(maxsize=256)
+def _common_headers(
+    event_type: str, schema_version: int, content_type: str, traceparent: str | None
+) -> tuple[tuple[str, str], ...]:
+    """The headers after `event_id`: the same for every event of a type in a request."""
+    headers = (
+        ("event_type", event_type),
+        ("schema_version", str(schema_version)),
+        ("content_type", content_type),
+    )
+    return (*headers, ("traceparent", traceparent)) if traceparent else headers
 
 
 @dataclass(slots=True)

@@ -36,35 +36,70 @@ class Route:
         return not self.destinations
 
 
-class Router:
-    """Holds an immutable, sorted rule list; replacing it is one atomic assignment."""
+MAX_CACHED_ROUTES = 1024
 
-    __slots__ = ("_rules",)
+
+class _RuleTable:
+    """One rule list, indexed by event type, with the Route of each set of matching rules built once."""
+
+    __slots__ = ("by_type", "routes", "rules")
+
+    def __init__(self, rules: tuple[RoutingRule, ...]) -> None:
+        self.rules = rules
+        by_type: dict[str, list[RoutingRule]] = {}
+        for rule in rules:
+            if rule.enabled:
+                for event_type in rule.event_types:
+                    by_type.setdefault(event_type, []).append(rule)
+        self.by_type = {event_type: tuple(found) for event_type, found in by_type.items()}
+        self.routes: dict[tuple[str, ...], Route] = {}
+
+    def route_for(self, matched: tuple[str, ...]) -> Route:
+        route = self.routes.get(matched)
+        if route is None:
+            rules = {rule.id: rule for rule in self.rules}
+            destinations: dict[str, Destination] = {}
+            for rule in (rules[rule_id] for rule_id in matched):
+                for topic in rule.topics:
+                    if topic not in destinations:  # the higher-priority rule's templates win
+                        destinations[topic] = Destination(
+                            topic, rule.id, rule.key_template, rule.message_template
+                        )
+            route = Route(tuple(destinations.values()), matched)
+            if len(self.routes) < MAX_CACHED_ROUTES:  # conditions on many rules: bounded, still right
+                self.routes[matched] = route
+        return route
+
+
+class Router:
+    """Holds an immutable, sorted rule list; replacing it is one atomic assignment.
+
+    Routing runs for every event, so only the rules of an event's type are tested, and the
+    Route of each set of matching rules is built once per rule list and reused.
+    """
+
+    __slots__ = ("_table",)
 
     def __init__(self, rules: Iterable[RoutingRule]) -> None:
-        self._rules: tuple[RoutingRule, ...] = ()
+        self._table = _RuleTable(())
         self.replace_rules(rules)
 
     @property
     def rules(self) -> tuple[RoutingRule, ...]:
-        return self._rules
+        return self._table.rules
 
     def replace_rules(self, rules: Iterable[RoutingRule]) -> None:
         ordered = tuple(sorted(rules, key=lambda rule: (rule.priority, rule.id)))
         ids = [rule.id for rule in ordered]
         if len(ids) != len(set(ids)):
             raise ValueError("routing rule ids must be unique")
-        self._rules = ordered
+        self._table = _RuleTable(ordered)
 
     def route(self, event: BaseEvent) -> Route:
-        destinations: dict[str, Destination] = {}
-        matched: list[str] = []
-        for rule in self._rules:
-            if rule.matches(event):
-                matched.append(rule.id)
-                for topic in rule.topics:
-                    if topic not in destinations:  # the higher-priority rule's templates win
-                        destinations[topic] = Destination(
-                            topic, rule.id, rule.key_template, rule.message_template
-                        )
-        return Route(destinations=tuple(destinations.values()), rule_ids=tuple(matched))
+        table = self._table  # one snapshot for the whole event, whatever replaces it meanwhile
+        matched = tuple(
+            rule.id
+            for rule in table.by_type.get(event.event_type, ())
+            if rule.condition is None or rule.condition.matches(event)
+        )
+        return table.route_for(matched)

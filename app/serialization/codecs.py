@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-import orjson
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -27,7 +26,9 @@ class JsonSerializer:
     content_type = "application/json"
 
     def serialize(self, event: BaseEvent) -> bytes:
-        return orjson.dumps(event.model_dump(mode="json"))
+        # pydantic-core writes the JSON bytes directly (the same bytes as orjson over
+        # model_dump(mode="json"), in half the time).
+        return event.__pydantic_serializer__.to_json(event)
 
 
 def _timestamp(value: datetime) -> Timestamp:
