@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 from prometheus_client import disable_created_metrics, multiprocess
-from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator import Instrumentator, metrics
 
 from app.api import admin_dlq, admin_kafka, admin_keys, admin_publisher, admin_rules, operations
 from app.api.auth import AUTH_RESPONSES, AuthMiddleware
@@ -30,6 +30,8 @@ from app.runtime import Runtime
 logger = logging.getLogger(__name__)
 
 GC_GEN0_THRESHOLD = 50_000
+# http_request_duration_seconds: fine enough around the 50 ms / 500 ms the alerts and targets name.
+HTTP_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 DESCRIPTION = """
 Validates learning events (attempts, sessions, placements, activities), routes them by rules to Kafka
@@ -91,9 +93,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         enabled=settings.auth_enabled,
         metrics_public=settings.metrics_public,
     )
-    Instrumentator(registry=runtime.registry, excluded_handlers=["/metrics/prometheus"]).instrument(
-        app
-    ).expose(
+    # Only the two HTTP metrics the alerts and the dashboard use: the instrumentator's default
+    # set (request and response sizes, two latency histograms) costs ~5 % of a single event's CPU.
+    instrumentator = Instrumentator(registry=runtime.registry, excluded_handlers=["/metrics/prometheus"])
+    instrumentator.add(
+        metrics.requests(registry=runtime.registry),
+        metrics.latency(should_include_status=False, buckets=HTTP_LATENCY_BUCKETS, registry=runtime.registry),
+    )
+    instrumentator.instrument(app).expose(
         app,
         endpoint="/metrics/prometheus",
         tags=["operations"],

@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--top", type=int, default=45)
     parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
+    parser.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL")
     options = parser.parse_args()
     path = "/v1/events/attempts" if options.mode == "single" else "/v1/events/batch"
     batch = 1 if options.mode == "single" else 100
@@ -77,7 +78,7 @@ def main() -> None:
             spy = subprocess.Popen(
                 [str(Path(PYTHON).parent / "py-spy"), "record", "--pid", str(pid), "--format", "raw",
                  "--rate", str(options.rate), "--duration", str(round(options.duration)), "--output", str(out),
-                 "--nonblocking", "--threads"],
+                 "--nonblocking", "--threads", *(["--gil"] if options.gil else [])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             threads_before = _thread_cpu(pid)
