@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from app.events.ids import new_event_id
+
 MAX_METADATA_ENTRIES = 32
 MAX_PROPERTIES_BYTES = 16 * 1024
 MAX_PROPERTIES_DEPTH = 5
@@ -84,7 +86,7 @@ class BaseEvent(BaseModel):
 
     event_type: str = Field(description="Which kind of event this is; fixed per endpoint.")
     event_id: uuid.UUID = Field(
-        default_factory=uuid.uuid4,
+        default_factory=new_event_id,
         description="Unique id of the event; assigned by the server when absent. Re-sending an id "
         "marks the same event.",
     )
