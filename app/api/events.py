@@ -235,7 +235,11 @@ def events_router(settings: Settings) -> APIRouter:
         if refused is not None:
             return refused
         outcomes = await runtime.ingest.ingest_batch(
-            items, idempotency_key, traceparent, ack or runtime.settings.ack_level, caller(request).may_post
+            items,
+            idempotency_key,
+            traceparent,
+            ack or runtime.settings.ack_level,
+            None if caller(request).event_types is None else caller(request).may_post,
         )
         body = _batch_body(outcomes)
         retry_after = [o.failure.retry_after for o in outcomes if o.failure and o.failure.retry_after]

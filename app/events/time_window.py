@@ -13,11 +13,20 @@ from typing import Any
 from app.config.durations import format_duration
 from app.events.models import BaseEvent
 
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
 
 class EventTimeWindow:
     def __init__(self, max_age: timedelta, max_future_skew: timedelta) -> None:
         self.max_age = max_age
         self.max_future_skew = max_future_skew
+
+    def bounds(self, now: datetime) -> tuple[datetime, datetime]:
+        """The earliest and latest acceptable `occurred_at` at `now` (compared once per event)."""
+        earliest = now - self.max_age if self.max_age else _EARLIEST
+        latest = now + self.max_future_skew if self.max_future_skew else _LATEST
+        return earliest, latest
 
     def problems(self, event: BaseEvent, now: datetime | None = None) -> list[dict[str, Any]] | None:
         """Validation errors (the shape describe_errors gives) for `occurred_at`; None when fine."""

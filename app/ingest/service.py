@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -39,7 +39,7 @@ class ItemOutcome:
 
     status: ItemStatus
     event_id: str | None = None
-    topics: list[str] = field(default_factory=list)
+    topics: Sequence[str] = ()
     failure: PublishFailure | None = None
     validation_errors: list[dict[str, Any]] | None = None
 
@@ -51,19 +51,21 @@ def _from_stored(stored: StoredResult, status: ItemStatus | None = None) -> Item
     return ItemOutcome(
         status=status or stored.get("status", "duplicate"),
         event_id=stored["event_id"],
-        topics=list(stored.get("topics", [])),
+        topics=tuple(stored.get("topics", ())),
     )
+
+
+_STATUS_OF: dict[Outcome, ItemStatus] = {
+    Outcome.ACCEPTED: "accepted",
+    Outcome.SPOOLED: "spooled",
+    Outcome.UNROUTED: "unrouted",
+}
 
 
 def _from_publish(result: PublishResult) -> ItemOutcome:
     if result.failure is not None:
-        return ItemOutcome("rejected", result.event_id, list(result.topics), failure=result.failure)
-    status: ItemStatus = {
-        Outcome.ACCEPTED: "accepted",
-        Outcome.SPOOLED: "spooled",
-        Outcome.UNROUTED: "unrouted",
-    }[result.outcome]  # type: ignore[assignment]
-    return ItemOutcome(status, result.event_id, list(result.topics))
+        return ItemOutcome("rejected", result.event_id, result.topics, failure=result.failure)
+    return ItemOutcome(_STATUS_OF[result.outcome], result.event_id, result.topics)
 
 
 class IngestService:
@@ -100,7 +102,7 @@ class IngestService:
         idempotency_key: str | None,
         traceparent: str | None,
         ack: AckLevel,
-        may_post: Callable[[str], bool] = lambda event_type: True,
+        may_post: Callable[[str], bool] | None = None,
     ) -> list[ItemOutcome]:
         """Validate items one by one; publish the valid ones in order; one outcome per item.
 
@@ -110,25 +112,29 @@ class IngestService:
         valid: list[tuple[int, BaseEvent]] = []
         forbidden = 0
         now = datetime.now(UTC)
+        earliest, latest = self.time_window.bounds(now)  # checked per event without a call
         for index, item in enumerate(items):
-            try:
-                event = item if isinstance(item, BaseEvent) else EVENT_ADAPTER.validate_python(item)
-            except ValidationError as exc:
-                raw_id = item.get("event_id") if isinstance(item, dict) else None
-                outcomes[index] = ItemOutcome(
-                    "rejected",
-                    _uuid_or_none(raw_id),
-                    validation_errors=describe_errors(exc.errors(), strip_tag=True),
-                )
-                continue
-            if not may_post(event.event_type):
+            if isinstance(item, BaseEvent):
+                event = item
+            else:
+                try:
+                    event = EVENT_ADAPTER.validate_python(item)
+                except ValidationError as exc:
+                    raw_id = item.get("event_id") if isinstance(item, dict) else None
+                    outcomes[index] = ItemOutcome(
+                        "rejected",
+                        _uuid_or_none(raw_id),
+                        validation_errors=describe_errors(exc.errors(), strip_tag=True),
+                    )
+                    continue
+            if may_post is not None and not may_post(event.event_type):
                 forbidden += 1
                 outcomes[index] = ItemOutcome(
                     "rejected", event.event_id_text, failure=_forbidden(event.event_type)
                 )
                 continue
-            problems = self.time_window.problems(event, now)
-            if problems is not None:
+            if not earliest <= event.occurred_at <= latest:
+                problems = self.time_window.problems(event, now)
                 outcomes[index] = ItemOutcome("rejected", event.event_id_text, validation_errors=problems)
                 continue
             valid.append((index, event))

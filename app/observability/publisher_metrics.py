@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,7 +79,8 @@ class PublisherMetrics:
         )
         self._latency = Histogram(
             "event_ingest_publish_latency_seconds",
-            "Time from produce() to Kafka's acknowledgement, per record.",
+            "Time from produce() to Kafka's acknowledgement: one observation per request and topic "
+            "(its slowest record).",
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
@@ -156,9 +157,13 @@ class PublisherMetrics:
             for gauge, read in self._live.items():
                 gauge.set(read())
 
-    def record_published(self, topic: str, latencies_seconds: Sequence[float]) -> None:
-        """Records of one topic acknowledged together, with each one's acknowledgement latency."""
-        count = len(latencies_seconds)
+    def record_published(self, topic: str, count: int, latency_seconds: float) -> None:
+        """`count` records of one topic acknowledged for one request; the slowest took `latency_seconds`.
+
+        The latency histogram has one observation per request and topic, not per record: the
+        records of a request are acknowledged together, and a histogram observation costs as
+        much as the rest of a record's bookkeeping.
+        """
         if not count:
             return
         self.events_published += count
@@ -168,13 +173,12 @@ class PublisherMetrics:
         if child is None:
             child = self._published_by_topic[topic] = self._published.labels(topic)
         child.inc(count)
-        observe = self._latency.observe
-        average = self.average_latency_ms
-        for latency in latencies_seconds:
-            observe(latency)
-            latency_ms = latency * 1000
-            average = latency_ms if average is None else average + EMA_ALPHA * (latency_ms - average)
-        self.average_latency_ms = average
+        self._latency.observe(latency_seconds)
+        latency_ms = latency_seconds * 1000
+        previous = self.average_latency_ms
+        self.average_latency_ms = (
+            latency_ms if previous is None else previous + EMA_ALPHA * (latency_ms - previous)
+        )
         self.last_publish_epoch = time.time()  # a float here; formatted only when shown
         self.last_publish_monotonic = time.monotonic()
         self.recent.add("published", count)

@@ -44,6 +44,9 @@ logger = logging.getLogger(__name__)
 
 # A record reshaped by a message template is JSON whatever KAFKA_SERIALIZATION says.
 JSON_CONTENT_TYPE = "application/json"
+# More than the headers of any record take (event_id, event_type, schema_version, content_type,
+# traceparent): a key and value shorter than KAFKA_MESSAGE_MAX_BYTES minus this always fit.
+HEADER_BYTES_BOUND = 2048
 # How much longer than librdkafka's own message.timeout.ms we wait for a delivery report.
 ACK_GRACE_SECONDS = 2.0
 
@@ -163,7 +166,14 @@ class EventPublisher:
         self, events: Sequence[BaseEvent], routes: list[Route], records: list[OutRecord], spool_only: bool
     ) -> list[PublishResult]:
         failures: dict[int, PublishFailure] = {}
-        to_dead_letter = [record for record in records if record.size() > self._max_record_bytes]
+        # Headers are a few hundred bytes: only a large key + value needs its exact size computed.
+        near_limit = self._max_record_bytes - HEADER_BYTES_BOUND
+        to_dead_letter = [
+            record
+            for record in records
+            if len(record.value) + len(record.key or b"") > near_limit
+            and record.size() > self._max_record_bytes
+        ]
         for record in to_dead_letter:
             record.error = DeliveryError(
                 record.topic,
@@ -299,13 +309,18 @@ class EventPublisher:
         await delivery.wait(max(0.1, deadline - time.monotonic() + ACK_GRACE_SECONDS))
         retry: list[OutRecord] = []
         published: dict[str, list[float]] = {}
+        outcomes = delivery.outcomes
         for index, record in enumerate(records):
             record.attempts += 1
+            latency = outcomes[index]
+            if type(latency) is float:  # acknowledged (the common case, checked without a call)
+                record.error = None
+                published.setdefault(record.topic, []).append(latency)
+                continue
             error = delivery.error(index)
             if error is None:
-                record.error = None
-                published.setdefault(record.topic, []).append(delivery.latency(index))
-            elif isinstance(error, QueueFullError):
+                continue
+            if isinstance(error, QueueFullError):
                 failures.setdefault(
                     record.index,
                     PublishFailure(FailureCode.QUEUE_FULL, f"publisher queue is full: {error}", True, 1.0),
@@ -316,7 +331,7 @@ class EventPublisher:
                 self._count_failure(record, error)
                 (retry if error.retriable else result.permanent).append(record)
         for topic, latencies in published.items():
-            self.metrics.record_published(topic, latencies)
+            self.metrics.record_published(topic, len(latencies), max(latencies))
         return retry
 
     def _count_failure(self, record: OutRecord, error: DeliveryError) -> None:

@@ -156,7 +156,7 @@ class SpoolRelay:
                 if topic == self.dlq_topic:
                     self.metrics.record_dlq(row.topic)
                 else:
-                    self.metrics.record_published(topic, [delivery.latency(index)])
+                    self.metrics.record_published(topic, 1, delivery.latency(index))
                 continue
             error = (
                 failure

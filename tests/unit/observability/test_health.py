@@ -38,7 +38,7 @@ def test_idle_service_is_healthy() -> None:
 def test_some_errors_degrade_and_mostly_errors_fail() -> None:
     metrics = PublisherMetrics(CollectorRegistry(), 300)
     for _ in range(90):
-        metrics.record_published("t", [0.01])
+        metrics.record_published("t", 1, 0.01)
     for _ in range(10):
         metrics.record_failed("t", "_MSG_TIMED_OUT")
     assert _health(metrics)["status"] == "degraded"
@@ -76,8 +76,8 @@ def test_rolling_counts_forget_the_past() -> None:
 
 def test_snapshot_rates_and_moving_average() -> None:
     metrics = PublisherMetrics(CollectorRegistry(), 300)
-    metrics.record_published("a", [0.010])
-    metrics.record_published("a", [0.020])
+    metrics.record_published("a", 1, 0.010)
+    metrics.record_published("a", 1, 0.020)
     metrics.record_failed("b", "X")
     snapshot = metrics.snapshot()
 
