@@ -43,7 +43,8 @@ def _summarize(collapsed: Path, top: int) -> None:
 
 
 def _thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds per thread name (librdkafka's own threads are invisible to py-spy)."""
+    """CPU seconds per thread, as `name/tid` (py-spy names Python threads by the same tid;
+    librdkafka's own threads are invisible to py-spy)."""
     seconds: dict[str, float] = collections.defaultdict(float)
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
@@ -51,7 +52,7 @@ def _thread_cpu(pid: int) -> dict[str, float]:
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        seconds[name] += (int(fields[11]) + int(fields[12])) / TICKS
+        seconds[f"{name}/{task.name}"] += (int(fields[11]) + int(fields[12])) / TICKS
     return dict(seconds)
 
 

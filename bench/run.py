@@ -104,12 +104,17 @@ def _cpu_seconds(pid: int) -> float:
 
 @contextmanager
 def _process(
-    args: list[str], env: dict[str, str], port: int, log: Path, ready_path: str = "/healthz"
+    args: list[str],
+    env: dict[str, str],
+    port: int,
+    log: Path,
+    ready_path: str = "/healthz",
+    cwd: Path = ROOT,
 ) -> Iterator[int]:
     """Start a server and wait for `ready_path` (not /openapi.json: building the schema costs RSS
     that a production process, probed on /healthz, never spends)."""
     with open(log, "wb") as out:
-        process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -1,0 +1,82 @@
+"""`python bench/compare.py REV [REV ...]`: the service at several git revisions, measured side by side.
+
+The machine is noisy (runs differ by up to ±30 %), so figures of two revisions are only comparable
+when measured in the same run: each round measures every revision once, in turn, and the medians
+over the rounds are printed. Each revision is checked out into a temporary git worktree and served
+from there (one worker, authentication on), against one development broker, with this tree's wrk
+script; everything runs on 127.0.0.1 and everything started is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.database import migrations  # noqa: E402
+from app.devbroker import DevBroker, free_port  # noqa: E402
+from bench.run import PYTHON, _process, _service_env, _wrk  # noqa: E402
+
+SCENARIOS = {"single": ("/v1/events/attempts", 1), "batch": ("/v1/events/batch", 100)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("revisions", nargs="+")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=6)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--modes", default="single,batch")
+    options = parser.parse_args()
+    modes = options.modes.split(",")
+    figures: dict[tuple[str, str], list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="compare-") as tmp, DevBroker(free_port()) as broker:
+        workdir = Path(tmp)
+        trees: dict[str, Path] = {}
+        for revision in options.revisions:
+            tree = workdir / f"tree-{len(trees)}"
+            subprocess.run(
+                ["git", "worktree", "add", "--detach", "-q", str(tree), revision], cwd=ROOT, check=True
+            )
+            trees[revision] = tree
+        try:
+            for round_number in range(options.rounds):
+                for revision, tree in trees.items():
+                    database = f"sqlite:///{workdir / f'{tree.name}-{round_number}.db'}"
+                    migrations.upgrade(database)
+                    port = free_port()
+                    env = _service_env(broker.bootstrap, database, port, 1)
+                    log = workdir / f"{tree.name}.log"
+                    with _process([PYTHON, "-m", "app"], env, port, log, cwd=tree):
+                        for mode in modes:
+                            path, batch = SCENARIOS[mode]
+                            _wrk(port, path, mode, batch, 2, options.connections, 0, workdir)  # warm-up
+                            result = _wrk(
+                                port, path, mode, batch, options.duration, options.connections, 0, workdir
+                            )
+                            rate = result["requests"] / (result["duration_us"] / 1e6) * batch
+                            figures.setdefault((revision, mode), []).append(rate)
+                            print(
+                                f"round {round_number + 1} {revision:>12} {mode:6} {rate:9.0f} events/s",
+                                file=sys.stderr,
+                            )
+        finally:
+            for tree in trees.values():
+                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+    print(f"{'revision':>12} " + " ".join(f"{mode + ' ev/s (median)':>24}" for mode in modes))
+    for revision in options.revisions:
+        cells = []
+        for mode in modes:
+            values = figures[(revision, mode)]
+            cells.append(f"{statistics.median(values):9.0f} ({min(values):.0f}-{max(values):.0f})".rjust(24))
+        print(f"{revision:>12} " + " ".join(cells))
+
+
+if __name__ == "__main__":
+    main()
