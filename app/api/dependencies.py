@@ -1,12 +1,11 @@
-"""FastAPI dependencies: the app's Runtime, and the caller's W3C trace context."""
+"""FastAPI dependencies: the app's Runtime (the ingest routes read it through ingest_options)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 
-from app.observability.request_context import current_traceparent
 from app.runtime import Runtime
 
 
@@ -17,15 +16,4 @@ async def get_runtime(request: Request) -> Runtime:
     return runtime
 
 
-async def get_traceparent(
-    traceparent: Annotated[
-        str | None, Header(description="W3C trace context; copied into the Kafka record headers.")
-    ] = None,
-) -> str | None:
-    # The parameter documents the header; RequestIdMiddleware has already checked it (the W3C
-    # spec says to ignore a malformed traceparent rather than fail the request).
-    return current_traceparent.get()
-
-
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-TraceparentDep = Annotated[str | None, Depends(get_traceparent)]

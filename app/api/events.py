@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.api.auth import AUTH_RESPONSES, caller
 from app.api.batch_body import parse_batch
-from app.api.dependencies import RuntimeDep, TraceparentDep
 from app.api.errors import error_response
+from app.api.ingest_options import INGEST_PARAMETERS, ingest_options
 from app.api.request_body import BODY_RESPONSES, limited_body_route
 from app.api.responses import JsonResponse
 from app.api.schemas import BatchRequest, BatchResult, ErrorBody, EventAccepted
 from app.config.settings import Settings
 from app.events.models import ActivityEvent, AttemptEvent, BaseEvent, PlacementEvent, SessionEvent
-from app.ingest.service import AckLevel, ItemOutcome
+from app.ingest.service import ItemOutcome
 from app.publishing.publisher import FailureCode
 from app.runtime import Runtime
 from app.security.keys import ANONYMOUS
@@ -30,23 +30,6 @@ _FAILURE_STATUS = {
     FailureCode.FORBIDDEN: 403,
     FailureCode.RATE_LIMITED: 429,
 }
-
-AckQuery = Annotated[
-    AckLevel | None,
-    Query(
-        description="`kafka`: answer once Kafka acknowledged (or the event was spooled because Kafka could "
-        "not take it); `spool`: answer once the event is durable in the spool, the relay publishes it. "
-        "Default: ACK_LEVEL."
-    ),
-]
-IdempotencyKeyHeader = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        max_length=200,
-        description="Repeating a key within IDEMPOTENCY_WINDOW answers the first result and publishes nothing.",
-    ),
-]
 
 SINGLE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": EventAccepted, "description": "`duplicate`: seen before; `event_id` is the first one's."},
@@ -113,14 +96,8 @@ def _refusal(runtime: Runtime, request: Request, events: int) -> Response | None
     return None
 
 
-async def _ingest_single(
-    event: BaseEvent,
-    request: Request,
-    runtime: Runtime,
-    traceparent: str | None,
-    ack: AckLevel | None,
-    key: str | None,
-) -> Response:
+async def _ingest_single(event: BaseEvent, request: Request) -> Response:
+    runtime, ack, key, traceparent = ingest_options(request)
     started = request.scope.get("state", {}).get("validation_started_ns")
     if runtime.tracing.enabled and started is not None:  # FastAPI validated the body before calling us
         runtime.tracing.record(
@@ -134,7 +111,7 @@ async def _ingest_single(
     refused = _refusal(runtime, request, 1)
     if refused is not None:
         return refused
-    outcome = await runtime.ingest.ingest_one(event, key, traceparent, ack or runtime.settings.ack_level)
+    outcome = await runtime.ingest.ingest_one(event, key, traceparent, ack)
     return _answer_single(outcome)
 
 
@@ -148,55 +125,45 @@ def events_router(settings: Settings) -> APIRouter:
         responses={**AUTH_RESPONSES, **BODY_RESPONSES},
     )
     max_batch = settings.max_batch_events
+    single_route: dict[str, Any] = {
+        "status_code": 202,
+        "response_model": EventAccepted,
+        "responses": SINGLE_RESPONSES,
+        "openapi_extra": {"parameters": INGEST_PARAMETERS},
+    }
 
-    @router.post("/attempts", status_code=202, response_model=EventAccepted, responses=SINGLE_RESPONSES)
+    @router.post("/attempts", **single_route)
     async def ingest_attempt(
         event: AttemptEvent,
         request: Request,
-        runtime: RuntimeDep,
-        traceparent: TraceparentDep,
-        ack: AckQuery = None,
-        idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response:
         """A learner answered an item. Routed to the attempts topic, and to ML training when quality ≥ 4.
         A repeated `client_attempt_id` (same user) is answered `duplicate`."""
-        return await _ingest_single(event, request, runtime, traceparent, ack, idempotency_key)
+        return await _ingest_single(event, request)
 
-    @router.post("/sessions", status_code=202, response_model=EventAccepted, responses=SINGLE_RESPONSES)
+    @router.post("/sessions", **single_route)
     async def ingest_session(
         event: SessionEvent,
         request: Request,
-        runtime: RuntimeDep,
-        traceparent: TraceparentDep,
-        ack: AckQuery = None,
-        idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response:
         """A study session changed state. Routed to the sessions topic when items_attempted > 0."""
-        return await _ingest_single(event, request, runtime, traceparent, ack, idempotency_key)
+        return await _ingest_single(event, request)
 
-    @router.post("/placements", status_code=202, response_model=EventAccepted, responses=SINGLE_RESPONSES)
+    @router.post("/placements", **single_route)
     async def ingest_placement(
         event: PlacementEvent,
         request: Request,
-        runtime: RuntimeDep,
-        traceparent: TraceparentDep,
-        ack: AckQuery = None,
-        idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response:
         """A placement test changed state. Completed tests go to placements and ML training."""
-        return await _ingest_single(event, request, runtime, traceparent, ack, idempotency_key)
+        return await _ingest_single(event, request)
 
-    @router.post("/activities", status_code=202, response_model=EventAccepted, responses=SINGLE_RESPONSES)
+    @router.post("/activities", **single_route)
     async def ingest_activity(
         event: ActivityEvent,
         request: Request,
-        runtime: RuntimeDep,
-        traceparent: TraceparentDep,
-        ack: AckQuery = None,
-        idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response:
         """Any other learner activity. Routed to the activities topic."""
-        return await _ingest_single(event, request, runtime, traceparent, ack, idempotency_key)
+        return await _ingest_single(event, request)
 
     @router.post(
         "/batch",
@@ -211,21 +178,17 @@ def events_router(settings: Settings) -> APIRouter:
             503: {"model": ErrorBody, "description": "Shutting down; retry after `Retry-After`."},
         },
         openapi_extra={
+            "parameters": INGEST_PARAMETERS,
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": BatchRequest.model_json_schema()}},
-            }
+            },
         },
     )
-    async def ingest_batch(
-        request: Request,
-        runtime: RuntimeDep,
-        traceparent: TraceparentDep,
-        ack: AckQuery = None,
-        idempotency_key: IdempotencyKeyHeader = None,
-    ) -> Response:
+    async def ingest_batch(request: Request) -> Response:
         """Many events of any type. Valid items are published even when others are not; order is kept.
         With an `Idempotency-Key`, a retried batch gets the first answer for items already taken."""
+        runtime, ack, idempotency_key, traceparent = ingest_options(request)
         # The body is parsed here rather than by FastAPI: an all-valid batch is parsed and
         # validated from bytes in one pydantic-core call, several times faster than item by item.
         raw = await request.body()
@@ -238,7 +201,7 @@ def events_router(settings: Settings) -> APIRouter:
             items,
             idempotency_key,
             traceparent,
-            ack or runtime.settings.ack_level,
+            ack,
             None if caller(request).event_types is None else caller(request).may_post,
         )
         body = _batch_body(outcomes)
