@@ -123,7 +123,8 @@ class BaseEvent(BaseModel):
     def field_value(self, path: str) -> Any:
         """Value at a dotted path (`quality`, `metadata.source`); `KeyError` when absent."""
         head, _, rest = path.partition(".")
-        value: Any = getattr(self, head) if head in type(self).model_fields else _missing(path)
+        # __pydantic_fields__ is the dict behind `model_fields`, without its (deprecated-access) descriptor.
+        value: Any = getattr(self, head) if head in type(self).__pydantic_fields__ else _missing(path)
         for part in rest.split(".") if rest else ():
             if isinstance(value, dict) and part in value:
                 value = value[part]
