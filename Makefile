@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install run test lint typecheck alerts unit integration test-kafka proto clean bench
+.PHONY: install run test lint typecheck alerts unit integration test-kafka proto clean bench profile bench-compare
 
 install: $(STAMP)
 
@@ -61,7 +61,20 @@ proto: install
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .run
 
+# The load generator of bench, profile and bench-compare: Debian's wrk, installed when missing.
+NEED_WRK = @command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || (echo "install wrk" && false)
+
 ## bench: service vs bare FastAPI vs raw confluent-kafka, printed and written to bench/results/ (WORKERS=n)
 bench: install
-	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || (echo "install wrk" && false)
+	$(NEED_WRK)
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+## profile: where one worker's CPU goes under load, from py-spy samples (MODE=single|batch, PROFILE_ARGS="--gil")
+profile: install
+	$(NEED_WRK)
+	$(PY) bench/profile.py $${MODE:-batch} $(PROFILE_ARGS)
+
+## bench-compare: git revisions measured side by side in one run (REVS="main~3 main")
+bench-compare: install
+	$(NEED_WRK)
+	$(PY) bench/compare.py $${REVS:-HEAD~1 HEAD}

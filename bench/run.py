@@ -66,6 +66,8 @@ class Result:
     cores_service: float | None = None
     cores_broker: float | None = None
     cores_load_generator: float | None = None
+    # Events answered 429/503 (a batch's refused items come inside a 207): backpressure at work.
+    events_refused: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -190,6 +192,20 @@ def _wrk(
     return result
 
 
+def _events_refused(port: int) -> float:
+    """Events the service refused so far (queue full, rate limit...), summed over workers."""
+    text = httpx.get(
+        f"http://127.0.0.1:{port}/metrics/prometheus",
+        headers={"Authorization": f"Bearer {BENCH_KEY}"},
+        timeout=10,
+    ).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("event_ingest_events_rejected_total{")
+    )
+
+
 def _measure(
     name: str,
     target: str,
@@ -201,12 +217,14 @@ def _measure(
     serialization: str = "json",
     compression: str = "none",
     delay_ms: int = 0,
+    connections: int | None = None,
 ) -> Result:
     path = "/v1/events/attempts" if mode == "single" else "/v1/events/batch"
     batch = 1 if mode == "single" else 100
-    connections = options.connections
+    connections = connections or options.connections
     _wrk(port, path, mode, batch, options.warmup, connections, delay_ms, workdir)  # warm-up, not counted
     idle = _rss_mb(pid)
+    refused_before = _events_refused(port) if target == "service" else 0.0
     cpu_before = _cpu_seconds(pid)
     broker_before = _cpu_seconds(options.broker_pid) if options.broker_pid else 0.0
     samples: list[float] = []
@@ -214,10 +232,11 @@ def _measure(
     result = _wrk(port, path, mode, batch, options.duration, connections, delay_ms, workdir, pid, samples)
     elapsed = time.monotonic() - started
     cpu = _cpu_seconds(pid) - cpu_before
+    refused = _events_refused(port) - refused_before if target == "service" else 0.0
     broker_cpu = _cpu_seconds(options.broker_pid) - broker_before if options.broker_pid else 0.0
     seconds = result["duration_us"] / 1e6
     rps = result["requests"] / seconds
-    events = rps * batch
+    events = max(0.0, rps * batch - refused / seconds)  # accepted events only
     return Result(
         name=name,
         target=target,
@@ -238,6 +257,7 @@ def _measure(
         cores_service=round(cpu / elapsed, 2),
         cores_broker=round(broker_cpu / elapsed, 2) if options.broker_pid else None,
         cores_load_generator=round(result["cpu_s"] / elapsed, 2),
+        events_refused=round(refused),
     )
 
 
@@ -301,6 +321,17 @@ def run(options: argparse.Namespace) -> list[Result]:
                         results.append(
                             _measure(name, "service", pid, port, mode, options, workdir, delay_ms=delay_ms)
                         )
+                if (serialization, compression) == ("json", "none") and options.overload_connections:
+                    # Far more records asked for than MAX_IN_FLIGHT_RECORDS: the service must refuse
+                    # (429 + Retry-After, counted as errors here) rather than grow without bound.
+                    name = f"service batch json/none overload ({options.overload_connections} connections)"
+                    print(f"… {name}", file=sys.stderr)
+                    results.append(
+                        _measure(
+                            name, "service", pid, port, "batch", options, workdir,
+                            connections=options.overload_connections,
+                        )
+                    )  # fmt: skip
         port = free_port()
         bare_env = {**os.environ, "PYTHONPATH": str(ROOT)}
         bare = [PYTHON, "-m", "uvicorn", "bench.bare_app:app", "--port", str(port), "--workers", str(options.workers),
@@ -337,9 +368,15 @@ def run(options: argparse.Namespace) -> list[Result]:
     return results
 
 
-def _print(results: list[Result]) -> None:
+def _print(results: list[Result], options: argparse.Namespace) -> None:
     by_name = {result.name: result for result in results}
-    header = f"{'scenario':44} {'events/s':>9} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'err':>4} {'RSS idle/load MB':>17} {'CPU s/10k':>9} {'cores svc/brk/load':>18}"
+    print(
+        f"each scenario: {options.duration:g} s measured after a {options.warmup:g} s warm-up, "
+        f"{options.connections} connections (wrk, 2 threads), WORKERS={options.workers}, "
+        f"batches of 100; events/s counts accepted events; err = answers >= 400; refused = events "
+        f"answered 429/503 (alone or as items of a 207)"
+    )
+    header = f"{'scenario':44} {'events/s':>9} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'err':>4} {'refused':>8} {'RSS idle/load MB':>17} {'CPU s/10k':>9} {'cores svc/brk/load':>18}"
     print(header)
     print("-" * len(header))
     for r in results:
@@ -351,7 +388,7 @@ def _print(results: list[Result]) -> None:
             else ""
         )
         print(
-            f"{r.name:44} {r.events_per_s:9.0f} {r.requests_per_s:8.0f} {r.p50_ms:7.2f} {r.p95_ms:7.2f} {r.p99_ms:7.2f} {r.errors:4d} {rss:>17} {cpu:>9} {cores:>18}"
+            f"{r.name:44} {r.events_per_s:9.0f} {r.requests_per_s:8.0f} {r.p50_ms:7.2f} {r.p95_ms:7.2f} {r.p99_ms:7.2f} {r.errors:4d} {r.events_refused:8d} {rss:>17} {cpu:>9} {cores:>18}"
         )
     print()
     for mode in ("single", "batch"):
@@ -375,9 +412,15 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=int(os.environ.get("BENCH_CONNECTIONS", 32)))
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", 1)))
     parser.add_argument("--quick", action="store_true", help="JSON without compression only")
+    parser.add_argument(
+        "--overload-connections",
+        type=int,
+        default=int(os.environ.get("BENCH_OVERLOAD_CONNECTIONS", 768)),
+        help="connections of the overload run (batches of 100; 0 skips it)",
+    )
     options = parser.parse_args()
     results = run(options)
-    _print(results)
+    _print(results, options)
     out = ROOT / "bench" / "results" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine()}
     settings = {key: value for key, value in vars(options).items()}
