@@ -20,6 +20,7 @@ from app.api import admin_dlq, admin_kafka, admin_keys, admin_publisher, admin_r
 from app.api.auth import AUTH_RESPONSES, AuthMiddleware
 from app.api.errors import install_error_handlers
 from app.api.events import events_router
+from app.api.load_shedding import LoadSheddingMiddleware
 from app.api.openapi import customize_openapi
 from app.api.request_id import RequestIdMiddleware
 from app.api.responses import JsonResponse
@@ -85,13 +86,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(admin.router, responses=AUTH_RESPONSES)
     # Middleware runs outside in: request id first (so every log line and answer has it), then the
     # request's trace span (with OTEL_EXPORTER_OTLP_ENDPOINT), the HTTP metrics (so refusals are
-    # counted), then authentication.
+    # counted), load shedding (before any work is spent on an excess request), then authentication.
     app.add_middleware(
         AuthMiddleware,
         ring=runtime.keys,
         registry=runtime.registry,
         enabled=settings.auth_enabled,
         metrics_public=settings.metrics_public,
+    )
+    app.add_middleware(
+        LoadSheddingMiddleware, limit=settings.max_concurrent_requests, registry=runtime.registry
     )
     # Only the two HTTP metrics the alerts and the dashboard use: the instrumentator's default
     # set (request and response sizes, two latency histograms) costs ~5 % of a single event's CPU.

@@ -52,8 +52,8 @@ SINGLE_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     503: {
         "model": ErrorBody,
-        "description": "Neither Kafka nor the spool can take it, or shutting down; retry after "
-        "`Retry-After`.",
+        "description": "Neither Kafka nor the spool can take it, shutting down, or `overloaded` (more "
+        "than MAX_CONCURRENT_REQUESTS requests in progress); retry after `Retry-After`.",
     },
 }
 
@@ -175,7 +175,11 @@ def events_router(settings: Settings) -> APIRouter:
             413: {"model": ErrorBody, "description": "More than MAX_BATCH_EVENTS items, or body too large."},
             422: {"model": ErrorBody, "description": 'The body is not a batch envelope `{"events": [...]}`.'},
             429: {"model": ErrorBody, "description": "Rate limit reached; retry after `Retry-After`."},
-            503: {"model": ErrorBody, "description": "Shutting down; retry after `Retry-After`."},
+            503: {
+                "model": ErrorBody,
+                "description": "Shutting down, or `overloaded` (more than MAX_CONCURRENT_REQUESTS requests "
+                "in progress); retry after `Retry-After`.",
+            },
         },
         openapi_extra={
             "parameters": INGEST_PARAMETERS,

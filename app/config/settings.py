@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     kafka_retry_factor: Annotated[float, Field(ge=1, le=10)] = 2.0
     kafka_retry_jitter: Annotated[float, Field(ge=0, le=1)] = 0.2
     max_in_flight_records: Annotated[int, Field(ge=1, le=10_000_000)] = 50_000
+    # Ingest requests one worker serves at once; more are answered 503 `overloaded` before their
+    # body is read (0: no limit). Far above what a worker needs at full speed (tens).
+    max_concurrent_requests: Annotated[int, Field(ge=0, le=1_000_000)] = 256
     # Extra librdkafka properties: KAFKA_PRODUCER_CONFIG__SOCKET_KEEPALIVE_ENABLE=true becomes
     # socket.keepalive.enable=true. Their values are never shown (they may hold secrets).
     kafka_producer_config: dict[str, str] = Field(default_factory=dict)

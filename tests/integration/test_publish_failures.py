@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 import orjson
 import pytest
@@ -150,3 +151,41 @@ async def test_in_flight_bound_refuses_with_429_instead_of_buffering(make_settin
     assert {item["errors"][0]["code"] for item in too_many.json()["results"]} == {"queue_full"}
     assert too_many.headers["Retry-After"] == "1"
     assert single.status_code == 202
+
+
+async def test_requests_past_the_concurrency_limit_are_shed_before_their_body_is_read(
+    make_settings: SettingsFactory,
+) -> None:
+    settings = make_settings(max_concurrent_requests=2)
+    body_sent = asyncio.Event()
+    finish = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        # A request that stays in progress until the test lets it finish its body.
+        body_sent.set()
+        await finish.wait()
+        yield orjson.dumps(activity_event(user_id="slow"))
+
+    async with running(create_app(settings)) as client:
+        headers = {"Content-Type": "application/json"}
+        slow = [
+            asyncio.create_task(client.post("/v1/events/activities", content=slow_body(), headers=headers))
+            for _ in range(2)
+        ]
+        await asyncio.wait_for(body_sent.wait(), 5)
+        await asyncio.sleep(0.1)  # both slow requests are inside the app
+        shed = await client.post("/v1/events/activities", json=activity_event(user_id="shed"))
+        operations = await client.get("/healthz")  # only ingest routes are limited
+        finish.set()
+        finished = await asyncio.wait_for(asyncio.gather(*slow), 10)
+        after = await client.post("/v1/events/activities", json=activity_event(user_id="after"))
+        text = (await client.get("/metrics/prometheus")).text
+
+    assert shed.status_code == 503
+    assert shed.json()["code"] == "overloaded"
+    assert shed.json()["retriable"] is True
+    assert shed.headers["Retry-After"] == "1"
+    assert operations.status_code == 200
+    assert [response.status_code for response in finished] == [202, 202]
+    assert after.status_code == 202  # the slots are free again
+    assert "event_ingest_requests_shed_total 1.0" in text
