@@ -192,18 +192,21 @@ def _wrk(
     return result
 
 
-def _events_refused(port: int) -> float:
-    """Events the service refused so far (queue full, rate limit...), summed over workers."""
+def _refusals(port: int) -> tuple[float, float]:
+    """Events refused so far (queue full, rate limit...) and requests shed (503 overloaded), summed
+    over workers."""
     text = httpx.get(
         f"http://127.0.0.1:{port}/metrics/prometheus",
         headers={"Authorization": f"Bearer {BENCH_KEY}"},
         timeout=10,
     ).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("event_ingest_events_rejected_total{")
-    )
+    events = requests = 0.0
+    for line in text.splitlines():
+        if line.startswith("event_ingest_events_rejected_total{"):
+            events += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("event_ingest_requests_shed_total "):
+            requests += float(line.rsplit(" ", 1)[1])
+    return events, requests
 
 
 def _measure(
@@ -224,7 +227,7 @@ def _measure(
     connections = connections or options.connections
     _wrk(port, path, mode, batch, options.warmup, connections, delay_ms, workdir)  # warm-up, not counted
     idle = _rss_mb(pid)
-    refused_before = _events_refused(port) if target == "service" else 0.0
+    refused_before = _refusals(port) if target == "service" else (0.0, 0.0)
     cpu_before = _cpu_seconds(pid)
     broker_before = _cpu_seconds(options.broker_pid) if options.broker_pid else 0.0
     samples: list[float] = []
@@ -232,7 +235,8 @@ def _measure(
     result = _wrk(port, path, mode, batch, options.duration, connections, delay_ms, workdir, pid, samples)
     elapsed = time.monotonic() - started
     cpu = _cpu_seconds(pid) - cpu_before
-    refused = _events_refused(port) - refused_before if target == "service" else 0.0
+    refused_after = _refusals(port) if target == "service" else (0.0, 0.0)
+    refused = (refused_after[0] - refused_before[0]) + (refused_after[1] - refused_before[1]) * batch
     broker_cpu = _cpu_seconds(options.broker_pid) - broker_before if options.broker_pid else 0.0
     seconds = result["duration_us"] / 1e6
     rps = result["requests"] / seconds
