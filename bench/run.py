@@ -84,10 +84,20 @@ def _tree(pid: int) -> list[int]:
     return pids
 
 
+def _workers(pid: int) -> list[int]:
+    """The processes serving requests: the uvicorn workers, or the service itself when it has none
+    (multiprocessing's resource tracker is a child too, but serves nothing)."""
+    children = [
+        each
+        for each in _tree(pid)[1:]
+        if b"resource_tracker" not in Path(f"/proc/{each}/cmdline").read_bytes()
+    ]
+    return children or [pid]
+
+
 def _rss_mb(pid: int) -> float:
-    """RSS of the workers (the supervisor too when there is only one process)."""
-    pids = _tree(pid)
-    workers = pids[1:] or pids
+    """Mean RSS of the workers."""
+    workers = _workers(pid)
     total = 0
     for each in workers:
         for line in Path(f"/proc/{each}/status").read_text().splitlines():
