@@ -73,7 +73,7 @@ class Delivery:
         if not topics:
             self._done.set_result(None)
 
-    def _settle(self, index: int, outcome: float | DeliveryError | QueueFullError) -> None:
+    def settle(self, index: int, outcome: float | DeliveryError | QueueFullError) -> None:
         """Any thread: keep the outcome; the last one wakes the waiting coroutine."""
         self.outcomes[index] = outcome
         if next(self._reported) == self._count:
@@ -83,11 +83,11 @@ class Delivery:
         """librdkafka's delivery callback (bound to a record's index with functools.partial)."""
         if error is None:
             latency = message.latency()
-            self._settle(index, latency if latency is not None else 0.0)
+            self.settle(index, latency if latency is not None else 0.0)
             return
         if error.fatal() or error.code() in PRODUCER_DEAD_CODES:
             self._on_fatal(error.str())
-        self._settle(index, DeliveryError.from_kafka(self.topics[index], error))
+        self.settle(index, DeliveryError.from_kafka(self.topics[index], error))
 
     async def wait(self, seconds: float) -> None:
         """Until every record has a report, or `seconds` have passed (the rest then count as timed out)."""
@@ -236,11 +236,12 @@ class AsyncProducer:
         produce = producer.produce
         for index, (topic, value, key, headers) in enumerate(records):
             try:
-                produce(topic, value, key, headers=headers, on_delivery=partial(report, index))  # type: ignore[arg-type]  # the stub wants list[tuple[str, str | bytes | None]]; lists are invariant
+                # (The stub wants list[tuple[str, str | bytes | None]]: lists are invariant.)
+                produce(topic, value, key, headers=headers, on_delivery=partial(report, index))  # type: ignore[arg-type]
             except BufferError as exc:
                 full = QueueFullError(str(exc))
                 for rest in range(index, len(records)):
-                    delivery._settle(rest, full)
+                    delivery.settle(rest, full)
                 break
             except KafkaException as exc:
                 # Refused at enqueue time for a record that can never succeed (e.g. too large),
@@ -248,7 +249,7 @@ class AsyncProducer:
                 error: KafkaError = exc.args[0]
                 if error.fatal() or error.code() == KafkaError._FATAL:
                     self._fatal(error.str())
-                delivery._settle(index, DeliveryError.from_kafka(topic, error))
+                delivery.settle(index, DeliveryError.from_kafka(topic, error))
         return delivery
 
     def queue_length(self) -> int:

@@ -258,10 +258,13 @@ class EventPublisher:
         return records
 
     def _headers(self, event: BaseEvent, traceparent: str | None, content_type: str) -> HeaderList:
-        return [
+        headers = [
             ("event_id", event.event_id_text),
-            *_common_headers(event.event_type, event.schema_version, content_type, traceparent),
+            *_type_headers(event.event_type, event.schema_version, content_type),
         ]
+        if traceparent:
+            headers.append(("traceparent", traceparent))
+        return headers
 
     async def _deliver_with_retries(
         self, records: list[OutRecord], failures: dict[int, PublishFailure]
@@ -317,16 +320,14 @@ class EventPublisher:
                 record.error = None
                 published.setdefault(record.topic, []).append(latency)
                 continue
-            error = delivery.error(index)
-            if error is None:
-                continue
+            error = delivery.error(index)  # not acknowledged (no report in time is an ACK_TIMEOUT)
             if isinstance(error, QueueFullError):
                 failures.setdefault(
                     record.index,
                     PublishFailure(FailureCode.QUEUE_FULL, f"publisher queue is full: {error}", True, 1.0),
                 )
                 self.metrics.record_rejected("queue_full")
-            else:
+            elif error is not None:
                 record.error = error
                 self._count_failure(record, error)
                 (retry if error.retriable else result.permanent).append(record)
@@ -421,16 +422,13 @@ class EventPublisher:
 
 
 @functools.lru_cache(maxsize=256)
-def _common_headers(
-    event_type: str, schema_version: int, content_type: str, traceparent: str | None
-) -> tuple[tuple[str, str], ...]:
-    """The headers after `event_id`: the same for every event of a type in a request."""
-    headers = (
+def _type_headers(event_type: str, schema_version: int, content_type: str) -> tuple[tuple[str, str], ...]:
+    """The headers every event of a type and schema version carries: built once, not per event."""
+    return (
         ("event_type", event_type),
         ("schema_version", str(schema_version)),
         ("content_type", content_type),
     )
-    return (*headers, ("traceparent", traceparent)) if traceparent else headers
 
 
 @dataclass(slots=True)
