@@ -316,6 +316,7 @@ def run(options: argparse.Namespace) -> list[Result]:
                 options.workers,
                 kafka_serialization=serialization,
                 kafka_compression_type=compression,
+                **dict(setting.split("=", 1) for setting in options.setting),
             )
             log = workdir / f"service-{serialization}-{compression}.log"
             with _process([PYTHON, "-m", "app"], env, port, log) as pid:
@@ -426,6 +427,13 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=int(os.environ.get("BENCH_CONNECTIONS", 32)))
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", 1)))
     parser.add_argument("--quick", action="store_true", help="JSON without compression only")
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a service setting for every run, e.g. MAX_CONCURRENT_REQUESTS=128 (repeatable)",
+    )
     parser.add_argument(
         "--overload-connections",
         type=int,

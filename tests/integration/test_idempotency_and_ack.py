@@ -150,3 +150,27 @@ async def test_records_past_the_spool_age_go_to_the_dlq(make_settings: SettingsF
     assert record.headers["dlq_reason"].startswith(b"spool_expired")
     assert record.headers["original_topic"].decode() == settings.kafka_topic_activities
     assert record.key == b"late"
+
+
+@pytest.mark.parametrize("store", ["memory", "database"])
+async def test_a_batch_repeating_an_attempt_answers_it_duplicate_then_replays_both_answers(
+    make_settings: SettingsFactory, database_url: str, store: str
+) -> None:
+    # Item 1 repeats item 0's attempt: its request key is reserved, then released when its attempt
+    # key turns out known. A retry of the batch replays item 0 and finds item 1 a duplicate again.
+    settings = make_settings(idempotency_store=store, database_url=database_url)
+    headers = {"Idempotency-Key": f"mixed-{store}"}
+    same = {"event_type": "attempt", **attempt(client_attempt_id="repeated", quality=1)}
+    batch = {"events": [same, same]}
+    async with running(create_app(settings)) as client:
+        first = await client.post("/v1/events/batch", json=batch, headers=headers)
+        retry = await client.post("/v1/events/batch", json=batch, headers=headers)
+
+    assert first.status_code == 202
+    assert retry.status_code == 202
+    one, two = first.json()["results"], retry.json()["results"]
+    assert [item["status"] for item in one] == ["accepted", "duplicate"]
+    assert [item["status"] for item in two] == ["accepted", "duplicate"]
+    assert {item["event_id"] for item in one + two} == {one[0]["event_id"]}
+    records = read_topic(settings.kafka_brokers, settings.kafka_topic_attempts, expected=2, timeout=5)
+    assert [record.headers["event_id"] for record in records] == [one[0]["event_id"].encode()]
