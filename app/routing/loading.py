@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import yaml
 from pydantic import TypeAdapter
 
 from app.config.settings import Settings
@@ -28,6 +27,8 @@ def initial_rules(settings: Settings) -> list[RoutingRule]:
     text = _SETTING.sub(
         lambda match: str(getattr(settings, match.group(1).lower(), match.group(0))), path.read_text()
     )
+    import yaml  # only with a rule file: the parser is ~1 MB of every worker's memory otherwise
+
     document = yaml.safe_load(text) or {}
     items = document.get("rules", []) if isinstance(document, dict) else document
     return _RULES.validate_python(items)

@@ -1,5 +1,8 @@
-"""Serialization: an event model to the bytes written to Kafka (JSON or Protocol Buffers)."""
+"""Serialization: an event model to the bytes written to Kafka (JSON or Protocol Buffers).
 
-from app.serialization.codecs import EventSerializer, JsonSerializer, ProtobufSerializer, serializer_for
+The Protocol Buffers codec lives in `app.serialization.protobuf`, imported only when chosen.
+"""
 
-__all__ = ["EventSerializer", "JsonSerializer", "ProtobufSerializer", "serializer_for"]
+from app.serialization.codecs import EventSerializer, JsonSerializer, serializer_for
+
+__all__ = ["EventSerializer", "JsonSerializer", "serializer_for"]

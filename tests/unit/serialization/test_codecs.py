@@ -5,8 +5,9 @@ from __future__ import annotations
 import orjson
 
 from app.events.models import ActivityEvent, AttemptEvent, PlacementEvent, SessionEvent
-from app.serialization import JsonSerializer, ProtobufSerializer, serializer_for
+from app.serialization import JsonSerializer, serializer_for
 from app.serialization.generated import events_pb2
+from app.serialization.protobuf import ProtobufSerializer
 from tests.conftest import activity_event, at, attempt, placement_event, session_event
 
 
