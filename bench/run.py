@@ -320,6 +320,9 @@ def run(options: argparse.Namespace) -> list[Result]:
             )
             log = workdir / f"service-{serialization}-{compression}.log"
             with _process([PYTHON, "-m", "app"], env, port, log) as pid:
+                # The development broker acknowledges slowly (~100 ms) for its first seconds after
+                # topics are created: let that pass before anything is measured.
+                _wrk(port, "/v1/events/attempts", "single", 1, options.settle, 4, 0, workdir)
                 for mode in ("single", "batch"):
                     name = f"service {mode} {serialization}/{compression}"
                     print(f"… {name}", file=sys.stderr)
@@ -427,6 +430,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=int(os.environ.get("BENCH_CONNECTIONS", 32)))
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", 1)))
     parser.add_argument("--quick", action="store_true", help="JSON without compression only")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=float(os.environ.get("BENCH_SETTLE", 10)),
+        help="seconds of light load after each service start, before the first scenario",
+    )
     parser.add_argument(
         "--setting",
         action="append",
