@@ -36,6 +36,9 @@ def _summarize(collapsed: Path, top: int) -> None:
             inclusive[frame] += count
         own[frames[-1]] += count
     print(f"{total} samples")
+    if not total:
+        print("py-spy took no samples: it needs ptrace rights (root, or CAP_SYS_PTRACE in a container)")
+        return
     for title, counter in (("inclusive", inclusive), ("self", own)):
         print(f"\n--- {title} ---")
         for frame, count in counter.most_common(top):
@@ -63,7 +66,11 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--top", type=int, default=45)
     parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
-    parser.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL")
+    parser.add_argument(
+        "--gil",
+        action="store_true",
+        help="sample only the thread holding the GIL (Python CPU; without it, threads waiting in C count too)",
+    )
     options = parser.parse_args()
     path = "/v1/events/attempts" if options.mode == "single" else "/v1/events/batch"
     batch = 1 if options.mode == "single" else 100
