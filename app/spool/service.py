@@ -30,7 +30,9 @@ class Spool:
 
     def removed(self, count: int) -> None:
         """The relay delivered `count` records (the oldest age is known again at the next refresh)."""
-        self.stats = SpoolStats(max(0, self.stats.depth - count), self.stats.oldest)
+        depth = max(0, self.stats.depth - count)
+        # An empty spool has no oldest record: never report an age with a depth of 0.
+        self.stats = SpoolStats(depth, self.stats.oldest if depth else None)
 
     async def keys_with_backlog(self, keys: Iterable[bytes]) -> set[bytes]:
         """Keys with spooled records; skips the database while the spool is known to be empty."""

@@ -12,6 +12,7 @@ from sqlalchemy import inspect
 
 from app.database import migrations
 from app.database.engine import DatabaseNotMigratedError, check_schema, create_database_engine
+from app.spool.service import Spool
 from app.spool.store import NewRecord, SpoolFullError, SpoolStore
 
 pytestmark = pytest.mark.integration
@@ -185,3 +186,13 @@ def test_concurrent_claimers_take_each_row_once_and_each_key_in_order(database_u
     for key in {key for _, key, _ in claims}:
         in_claim_order = [row_id for _, k, row_id in sorted(claims) if k == key]
         assert in_claim_order == sorted(in_claim_order), f"{key!r} claimed out of order"
+
+
+async def test_a_spool_emptied_by_the_relay_reports_no_oldest_age(store: SpoolStore) -> None:
+    # Seen in the pause test: depth 0 with an age left over from the last refresh.
+    spool = Spool(store)
+    await spool.add([_record(1)])
+    assert spool.stats.depth == 1
+    spool.removed(1)
+    assert spool.stats.depth == 0
+    assert spool.stats_oldest_age() == 0.0
