@@ -30,11 +30,11 @@ class EventTimeWindow:
 
     def problems(self, event: BaseEvent, now: datetime | None = None) -> list[dict[str, Any]] | None:
         """Validation errors (the shape describe_errors gives) for `occurred_at`; None when fine."""
-        now = now or datetime.now(UTC)
+        earliest, latest = self.bounds(now or datetime.now(UTC))
         occurred = event.occurred_at
-        if self.max_future_skew and occurred > now + self.max_future_skew:
+        if occurred > latest:
             message = f"must not be more than {_readable(self.max_future_skew)} in the future"
-        elif self.max_age and occurred < now - self.max_age:
+        elif occurred < earliest:
             message = f"must not be more than {_readable(self.max_age)} in the past"
         else:
             return None

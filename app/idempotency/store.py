@@ -94,7 +94,7 @@ class MemoryIdempotencyStore:
         for key, result in completed.items():
             self._entries[key] = (expires, result)
         for key in released:
-            self._entries.pop(key, None)
+            self._release(key)
 
 
 class DatabaseIdempotencyStore:
