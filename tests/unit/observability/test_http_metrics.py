@@ -81,9 +81,7 @@ async def test_requests_are_counted_by_route_template_status_class_and_method() 
         'http_requests_total{handler="none",method="GET",status="4xx"} 1.0',
     }
     text = generate_latest(registry).decode()
-    assert (
-        'http_request_duration_seconds_count{handler="/v1/events/attempts",method="POST"} 2.0' in text
-    )
+    assert 'http_request_duration_seconds_count{handler="/v1/events/attempts",method="POST"} 2.0' in text
     assert 'handler="/metrics"' not in text
 
 
