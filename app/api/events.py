@@ -121,7 +121,9 @@ def events_router(settings: Settings) -> APIRouter:
     router = APIRouter(
         prefix="/v1/events",
         tags=["events"],
-        route_class=limited_body_route(settings.max_request_bytes, drop_unknown_fields=drop_unknown),
+        route_class=limited_body_route(
+            settings.max_request_bytes, drop_unknown_fields=drop_unknown, direct=True
+        ),
         responses={**AUTH_RESPONSES, **BODY_RESPONSES},
     )
     max_batch = settings.max_batch_events
