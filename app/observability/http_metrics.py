@@ -51,6 +51,8 @@ class HttpMetricsMiddleware:
             path: path for path in (_path(route) for route in self.routes) if path and "{" not in path
         }
         self.excluded = frozenset(excluded)
+        # Bounded: handlers are route templates or "none", methods and status classes few.
+        self.children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def handler(self, scope: Scope) -> str:
         """The path template of the route serving this request (also when it is refused before routing)."""
@@ -87,9 +89,16 @@ class HttpMetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_note_status)
         finally:
-            method: str = scope["method"]
-            self.requests.labels(handler, method, _STATUS_CLASS.get(status // 100, str(status))).inc()
-            self.duration.labels(handler, method).observe(time.perf_counter() - started)
+            series = (handler, scope["method"], status // 100)
+            children = self.children.get(series)
+            if children is None:  # labels() takes a lock and builds a key: once per series, not per request
+                status_class = _STATUS_CLASS.get(status // 100, str(status))
+                children = self.children[series] = (
+                    self.requests.labels(handler, scope["method"], status_class),
+                    self.duration.labels(handler, scope["method"]),
+                )
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)
 
 
 def flat_routes(routes: Iterable[Any]) -> Iterator[BaseRoute]:
