@@ -10,8 +10,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import uvicorn
-
+from app import serving
 from app.config.settings import Settings, SettingsError, load_settings
 from app.devbroker import DevBroker
 from app.observability.logging import configure_logging
@@ -61,15 +60,11 @@ def main() -> None:
     with kafka_for(settings) as bootstrap:
         # Worker processes read their settings from the environment again: hand them the broker.
         os.environ["KAFKA_BROKERS"] = bootstrap
-        uvicorn.run(
-            "app.factory:create_app",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_config=None,
-            access_log=False,
+        status = serving.serve(
+            settings.host, settings.port, settings.workers, settings.log_level, settings.log_format
         )
+    if status:
+        raise SystemExit(status)
 
 
 if __name__ == "__main__":

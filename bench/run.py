@@ -66,6 +66,9 @@ class Result:
     cores_service: float | None = None
     cores_broker: float | None = None
     cores_load_generator: float | None = None
+    # With several workers: each one's cores (uvicorn's workers share one listening socket, so
+    # wrk's long-lived connections can land unevenly, and one worker can be busy while another idles).
+    cores_per_worker: list[float] | None = None
     # Events answered 429/503 (a batch's refused items come inside a 207): backpressure at work.
     events_refused: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -107,11 +110,16 @@ def _rss_mb(pid: int) -> float:
 
 
 def _cpu_seconds(pid: int) -> float:
-    total = 0
-    for each in _tree(pid):
-        fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / TICKS
+    return sum(_own_cpu_seconds(each) for each in _tree(pid))
+
+
+def _own_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+
+
+def _worker_cpu_seconds(pid: int) -> dict[int, float]:
+    return {each: _own_cpu_seconds(each) for each in _workers(pid)}
 
 
 @contextmanager
@@ -239,12 +247,17 @@ def _measure(
     idle = _rss_mb(pid)
     refused_before = _refusals(port) if target == "service" else (0.0, 0.0)
     cpu_before = _cpu_seconds(pid)
+    workers_before = _worker_cpu_seconds(pid)
     broker_before = _cpu_seconds(options.broker_pid) if options.broker_pid else 0.0
     samples: list[float] = []
     started = time.monotonic()
     result = _wrk(port, path, mode, batch, options.duration, connections, delay_ms, workdir, pid, samples)
     elapsed = time.monotonic() - started
     cpu = _cpu_seconds(pid) - cpu_before
+    per_worker = [
+        round((seconds - workers_before.get(worker, 0.0)) / elapsed, 2)
+        for worker, seconds in _worker_cpu_seconds(pid).items()
+    ]
     refused_after = _refusals(port) if target == "service" else (0.0, 0.0)
     refused = (refused_after[0] - refused_before[0]) + (refused_after[1] - refused_before[1]) * batch
     broker_cpu = _cpu_seconds(options.broker_pid) - broker_before if options.broker_pid else 0.0
@@ -271,6 +284,7 @@ def _measure(
         cores_service=round(cpu / elapsed, 2),
         cores_broker=round(broker_cpu / elapsed, 2) if options.broker_pid else None,
         cores_load_generator=round(result["cpu_s"] / elapsed, 2),
+        cores_per_worker=per_worker if len(per_worker) > 1 else None,
         events_refused=round(refused),
     )
 
@@ -394,7 +408,7 @@ def _print(results: list[Result], options: argparse.Namespace) -> None:
         f"batches of 100; events/s counts accepted events; err = answers >= 400; refused = events "
         f"answered 429/503 (alone or as items of a 207)"
     )
-    header = f"{'scenario':44} {'events/s':>9} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'err':>4} {'refused':>8} {'RSS idle/load MB':>17} {'CPU s/10k':>9} {'cores svc/brk/load':>18}"
+    header = f"{'scenario':44} {'events/s':>9} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'err':>4} {'refused':>8} {'RSS idle/load MB':>17} {'CPU s/10k':>9} {'cores svc/brk/load':>18} {'per worker':>10}"
     print(header)
     print("-" * len(header))
     for r in results:
@@ -405,8 +419,9 @@ def _print(results: list[Result], options: argparse.Namespace) -> None:
             if r.cores_service is not None
             else ""
         )
+        split = "+".join(f"{each:.2f}" for each in r.cores_per_worker) if r.cores_per_worker else ""
         print(
-            f"{r.name:44} {r.events_per_s:9.0f} {r.requests_per_s:8.0f} {r.p50_ms:7.2f} {r.p95_ms:7.2f} {r.p99_ms:7.2f} {r.errors:4d} {r.events_refused:8d} {rss:>17} {cpu:>9} {cores:>18}"
+            f"{r.name:44} {r.events_per_s:9.0f} {r.requests_per_s:8.0f} {r.p50_ms:7.2f} {r.p95_ms:7.2f} {r.p99_ms:7.2f} {r.errors:4d} {r.events_refused:8d} {rss:>17} {cpu:>9} {cores:>18} {split:>10}"
         )
     print()
     for mode in ("single", "batch"):

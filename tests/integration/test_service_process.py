@@ -250,3 +250,68 @@ def test_several_workers_report_the_sum_to_prometheus(
     (sample,) = [row for row in text.splitlines() if row.startswith(line)]
     assert float(sample.split()[-1]) == 40.0  # the sum over both workers, whichever answered the scrape
     assert len(pids) == 2, "both workers should have served requests"
+
+
+def test_workers_share_long_lived_connections_and_a_dead_worker_is_replaced(
+    kafka_bootstrap: str, service_port: int, tmp_path: Path, sqlite_url: str
+) -> None:
+    """Each worker listens on a socket of its own (SO_REUSEPORT), so keep-alive connections spread
+    over the workers instead of piling on whichever accepted first."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("connection spreading by SO_REUSEPORT is Linux's")
+    env = _env(
+        KAFKA_BROKERS=kafka_bootstrap,
+        DATABASE_URL=sqlite_url,
+        WORKERS="2",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
+    )
+    log = tmp_path / "service.log"
+    with _running_service(env, service_port, log) as process:
+        clients = [httpx.Client(base_url=f"http://127.0.0.1:{service_port}", timeout=15) for _ in range(40)]
+        try:
+            served_by = [client.get("/metrics/publisher").json()["pid"] for client in clients]
+            # The same connection keeps its worker.
+            assert [client.get("/metrics/publisher").json()["pid"] for client in clients] == served_by
+        finally:
+            for client in clients:
+                client.close()
+        shares = {pid: served_by.count(pid) for pid in set(served_by)}
+        assert len(shares) == 2, shares
+        assert min(shares.values()) >= 8, shares  # binomial(40, 1/2): fewer than 8 once in 10^5 runs
+
+        # A worker killed outright is started again; the service keeps serving meanwhile.
+        os.kill(served_by[0], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        pids: set[int] = set()
+        while time.monotonic() < deadline and (len(pids) < 2 or served_by[0] in pids):
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{service_port}/readyz", timeout=2)
+                if answer.status_code == 200:
+                    pid = httpx.get(f"http://127.0.0.1:{service_port}/metrics/publisher", timeout=2)
+                    pids.add(pid.json()["pid"])
+            except httpx.TransportError:
+                pass  # connections queued on the dead worker's socket wait for its successor
+            time.sleep(0.1)
+        assert process.poll() is None, log.read_text()
+        assert len(pids - {served_by[0]}) == 2, (pids, served_by[0])
+    assert "worker died: starting another" in log.read_text()
+
+
+def test_a_worker_that_cannot_start_stops_the_service_with_an_error(
+    service_port: int, tmp_path: Path
+) -> None:
+    """Restarting a worker whose start-up fails would loop for ever: the service exits 1 instead."""
+    env = _env(
+        KAFKA_BROKERS="127.0.0.1:1",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'missing-directory' / 'ingest.db'}",
+        WORKERS="2",
+        PORT=str(service_port),
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
+    )
+    log = tmp_path / "service.log"
+    process = _start(env, log)
+    try:
+        assert process.wait(timeout=60) == 1, log.read_text()
+    finally:
+        _stop(process)
+    assert not port_open(service_port)
