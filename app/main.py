@@ -60,8 +60,15 @@ def main() -> None:
     with kafka_for(settings) as bootstrap:
         # Worker processes read their settings from the environment again: hand them the broker.
         os.environ["KAFKA_BROKERS"] = bootstrap
+        # A worker drains for SHUTDOWN_DRAIN_DELAY, then flushes for SHUTDOWN_FLUSH_TIMEOUT.
+        stop_timeout = (settings.shutdown_drain_delay + settings.shutdown_flush_timeout).total_seconds() + 10
         status = serving.serve(
-            settings.host, settings.port, settings.workers, settings.log_level, settings.log_format
+            settings.host,
+            settings.port,
+            settings.workers,
+            settings.log_level,
+            settings.log_format,
+            stop_timeout,
         )
     if status:
         raise SystemExit(status)

@@ -36,12 +36,14 @@ logger = logging.getLogger("app.serving")
 APP = "app.factory:create_app"
 STARTUP_FAILED = 3  # a worker's exit status when its app did not start (uvicorn's own code for it)
 MAX_DEATHS, DEATH_WINDOW = 5, 60.0  # seconds
-STOP_TIMEOUT = 60.0  # seconds a worker gets to drain and stop before it is killed
 LISTEN_BACKLOG = 2048  # uvicorn's default
 
 
-def serve(host: str, port: int, workers: int, log_level: str, log_format: str) -> int:
-    """Serve the app until SIGINT/SIGTERM; returns the process exit status."""
+def serve(host: str, port: int, workers: int, log_level: str, log_format: str, stop_timeout: float) -> int:
+    """Serve the app until SIGINT/SIGTERM; returns the process exit status.
+
+    `stop_timeout`: seconds a worker gets to drain and stop after SIGTERM before it is killed.
+    """
     options: dict[str, Any] = {"factory": True, "log_config": None, "access_log": False}
     if workers == 1:
         uvicorn.run(APP, host=host, port=port, **options)
@@ -54,7 +56,8 @@ def serve(host: str, port: int, workers: int, log_level: str, log_format: str) -
         logger.error("port already in use", extra={"host": host, "port": port})
         return 1
     sockets = [_listening_socket(host, port) for _ in range(workers)]
-    return _Supervisor(sockets, {"host": host, "port": port, **options}, log_level, log_format).run()
+    options.update(host=host, port=port)
+    return _Supervisor(sockets, options, (log_level, log_format), stop_timeout).run()
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
@@ -81,10 +84,15 @@ def _worker(sock: socket.socket, options: dict[str, Any], log_level: str, log_fo
 
 class _Supervisor:
     def __init__(
-        self, sockets: list[socket.socket], options: dict[str, Any], log_level: str, log_format: str
+        self,
+        sockets: list[socket.socket],
+        options: dict[str, Any],
+        logging_options: tuple[str, str],
+        stop_timeout: float,
     ) -> None:
         self.sockets = sockets
-        self.arguments = (options, log_level, log_format)
+        self.arguments = (options, *logging_options)
+        self.stop_timeout = stop_timeout
         self.context = multiprocessing.get_context("spawn")  # a fresh interpreter, as uvicorn's workers
         self.workers: list[SpawnProcess | None] = [None] * len(sockets)
         self.deaths: list[float] = []
@@ -134,7 +142,7 @@ class _Supervisor:
         for process in running:
             assert process.pid is not None
             os.kill(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
+        deadline = time.monotonic() + self.stop_timeout
         for process in running:
             process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
