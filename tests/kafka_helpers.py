@@ -22,8 +22,11 @@ class Record:
 
 
 def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 20.0) -> list[Record]:
-    """Read `topic` from the beginning until `expected` records arrived or `timeout` passed.
+    """Read `topic` from the beginning: at least `expected` records, and on to the end of every
+    partition, or until `timeout` passed.
 
+    Reading on to the end matters after a fault: duplicates are then allowed, and stopping at
+    `expected` records would leave as many distinct events unread as there were duplicates.
     Partitions are assigned directly: a consumer-group join is slow on the development broker
     (shared/BROKER.md), and these tests only need to read.
     """
@@ -46,21 +49,29 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 20.0)
                 partitions = sorted(described.partitions)
             else:
                 time.sleep(0.2)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        while len(records) < expected and time.monotonic() < deadline:
+        assigned = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
+        consumer.assign(assigned)
+        while time.monotonic() < deadline:
             message = consumer.poll(0.2)
-            if message is None or message.error() is not None:
-                continue
-            records.append(_record(message, topic))
-        # Give stragglers a moment, so a test that expects N also notices N+1.
-        settle = time.monotonic() + 0.5
-        while time.monotonic() < settle:
-            message = consumer.poll(0.1)
             if message is not None and message.error() is None:
                 records.append(_record(message, topic))
+            elif message is None and len(records) >= expected and _at_end(consumer, assigned):
+                break
     finally:
         consumer.close()
     return records
+
+
+def _at_end(consumer: Consumer, assigned: list[TopicPartition]) -> bool:
+    """Every partition read up to its high watermark, as the last fetch reported it (the
+    development broker's ListOffsets answer is wrong, its fetch answers are right)."""
+    for position in consumer.position(assigned):
+        low, high = consumer.get_watermark_offsets(position, cached=True)
+        if high < 0:  # not fetched yet
+            return False
+        if (position.offset if position.offset >= 0 else max(low, 0)) < high:
+            return False
+    return True
 
 
 def _record(message: Message, topic: str) -> Record:
