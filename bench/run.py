@@ -66,8 +66,8 @@ class Result:
     cores_service: float | None = None
     cores_broker: float | None = None
     cores_load_generator: float | None = None
-    # With several workers: each one's cores (uvicorn's workers share one listening socket, so
-    # wrk's long-lived connections can land unevenly, and one worker can be busy while another idles).
+    # With several workers: each one's cores. Shows whether wrk's long-lived connections are spread
+    # evenly (with one shared listening socket they piled on one worker: see app/serving.py).
     cores_per_worker: list[float] | None = None
     # Events answered 429/503 (a batch's refused items come inside a 207): backpressure at work.
     events_refused: int = 0
