@@ -34,8 +34,9 @@ def kafka_for(settings: Settings) -> Iterator[str]:
     try:
         yield broker.bootstrap  # the service creates the topics it needs when it starts
     finally:
+        pid = broker.pid  # None once stopped
         broker.stop()
-        logger.info("development broker stopped", extra={"pid": broker.pid})
+        logger.info("development broker stopped", extra={"pid": pid})
 
 
 def _prometheus_multiprocess_dir() -> None:

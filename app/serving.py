@@ -16,6 +16,7 @@ Elsewhere than Linux (no connection spreading by SO_REUSEPORT) uvicorn's own wor
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -77,7 +78,9 @@ def _worker(sock: socket.socket, options: dict[str, Any], log_level: str, log_fo
 
     configure_logging(log_level, log_format)
     server = uvicorn.Server(uvicorn.Config(APP, **options))
-    server.run(sockets=[sock])
+    # Ctrl-C reaches the workers too: uvicorn has shut down cleanly when it re-raises it.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=[sock])
     if not server.started:
         sys.exit(STARTUP_FAILED)
 
