@@ -51,7 +51,7 @@ class HttpMetricsMiddleware:
             path: path for path in (_path(route) for route in self.routes) if path and "{" not in path
         }
         self.excluded = frozenset(excluded)
-        # Bounded: handlers are route templates or "none", methods and status classes few.
+        # Bounded: handlers are route templates or "none"; methods are those the HTTP parser knows.
         self.children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def handler(self, scope: Scope) -> str:
