@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.database import migrations  # noqa: E402
 from app.devbroker import DevBroker, free_port  # noqa: E402
-from bench.run import PYTHON, TICKS, _process, _service_env, _wrk  # noqa: E402
+from bench.run import PYTHON, _process, _service_env, _wrk, stat_cpu_seconds  # noqa: E402
 
 
 def _summarize(collapsed: Path, top: int) -> None:
@@ -52,10 +52,9 @@ def _thread_cpu(pid: int) -> dict[str, float]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             name = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            seconds[f"{name}/{task.name}"] += stat_cpu_seconds(task / "stat")
         except OSError:
             continue
-        seconds[f"{name}/{task.name}"] += (int(fields[11]) + int(fields[12])) / TICKS
     return dict(seconds)
 
 
