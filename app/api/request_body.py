@@ -110,10 +110,9 @@ def limited_body_route(
             request_class = type(
                 "LimitedBodyRequestN", (LimitedBodyRequest,), {"max_bytes": max_bytes, "known_fields": known}
             )
-            if direct and _plain(self.dependant) and (model is None or _is_model(model)):
-                return _direct_handler(
-                    self.dependant, model if _is_model(model) else None, handler, request_class
-                )
+            body_model = model if _is_model(model) else None
+            if direct and _plain(self.dependant) and (model is None or body_model is not None):
+                return _direct_handler(self.dependant, body_model, handler, request_class)
 
             async def limited_handler(request: Request) -> Response:
                 return await handler(request_class(request.scope, request.receive))

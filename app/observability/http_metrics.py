@@ -47,9 +47,9 @@ class HttpMetricsMiddleware:
             registry=registry,
         )
         self.routes = list(flat_routes(routes))
-        self.static = {
-            path: path for path in (_path(route) for route in self.routes) if path and "{" not in path
-        }
+        self.static = frozenset(
+            path for path in (_path(route) for route in self.routes) if path and "{" not in path
+        )
         self.excluded = frozenset(excluded)
         # Bounded: handlers are route templates or "none"; methods are those the HTTP parser knows.
         self.children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -57,9 +57,8 @@ class HttpMetricsMiddleware:
     def handler(self, scope: Scope) -> str:
         """The path template of the route serving this request (also when it is refused before routing)."""
         path: str = scope["path"]
-        handler = self.static.get(path)
-        if handler is not None:
-            return handler
+        if path in self.static:  # a route without parameters: its template is the path
+            return path
         partial = None
         for route in self.routes:
             match, _ = route.matches(scope)
