@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install run test lint typecheck alerts unit integration test-kafka proto clean bench profile bench-compare
+.PHONY: install run test lint typecheck alerts postgres unit integration test-kafka kafka-up kafka-down proto clean bench profile bench-compare
 
 install: $(STAMP)
 
@@ -26,9 +26,15 @@ run: install
 	$(VENV)/bin/alembic upgrade head
 	$(RUN_AUTH) $(PY) -m app
 
-## test: ruff, mypy, the alert rules' tests and the whole pytest suite (starts its own broker on a free port)
-test: install lint typecheck alerts
+## test: ruff, mypy, the alert rules' tests and the whole pytest suite (starts its own broker and
+## PostgreSQL on free ports)
+test: install lint typecheck alerts postgres
 	$(PY) -m pytest
+
+## postgres: Debian's PostgreSQL server binaries, which the tests start a throwaway server from
+# (nothing is installed when TEST_POSTGRES_URL names a server of your own).
+postgres:
+	@test -n "$(TEST_POSTGRES_URL)" || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null) || (echo "PostgreSQL server binaries are missing: install the Debian package postgresql, or set TEST_POSTGRES_URL" && false)
 
 ## alerts: promtool checks and unit-tests deploy/prometheus/alerts.yml (installs Debian's prometheus when missing)
 alerts:
@@ -36,10 +42,23 @@ alerts:
 	promtool check rules deploy/prometheus/alerts.yml
 	cd deploy/prometheus && promtool test rules alerts_test.yml
 
-## test-kafka: the integration suite against KAFKA_BROKERS (a real cluster; KAFKA_REAL_CLUSTER=1 adds its own tests)
-test-kafka: install
-	@test -n "$(KAFKA_BROKERS)" || (echo "set KAFKA_BROKERS=host:port,... (e.g. the docker-compose cluster)" && false)
-	KAFKA_BROKERS=$(KAFKA_BROKERS) KAFKA_REAL_CLUSTER=$${KAFKA_REAL_CLUSTER:-1} $(PY) -m pytest tests/integration
+## test-kafka: the integration suite on Apache Kafka (one node, started by the tests unless KAFKA_BROKERS
+## is set) plus the three-node cluster and fault tests; needs Java 17+ and Maven
+KAFKA_CLI := $(PY) -m tests.services.apache_kafka
+NEED_JAVA = @command -v java >/dev/null && command -v mvn >/dev/null || (echo "Apache Kafka needs Java 17+ and Maven (mvn) on PATH: install them (Debian: default-jdk-headless maven)" && false)
+
+test-kafka: install postgres
+	$(NEED_JAVA)
+	$(KAFKA_CLI) install >/dev/null
+	TEST_BROKER=kafka $(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+## kafka-up: a local Apache Kafka on 127.0.0.1:19092.. (KAFKA_LOCAL_BROKERS=1|3); kafka-down stops it
+kafka-up: install
+	$(NEED_JAVA)
+	@$(KAFKA_CLI) up --brokers $${KAFKA_LOCAL_BROKERS:-1}
+
+kafka-down: install
+	@$(KAFKA_CLI) down
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -59,7 +78,7 @@ proto: install
 	PYTHON=$(PY) scripts/gen_proto.sh
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .run
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .run .cache
 
 # The load generator of bench, profile and bench-compare: Debian's wrk, installed when missing.
 NEED_WRK = @command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || (echo "install wrk" && false)

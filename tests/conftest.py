@@ -1,7 +1,7 @@
-"""Shared fixtures: one real Kafka-protocol broker per test session, and apps wired to it.
+"""Shared fixtures: one real broker per test session, PostgreSQL, and apps wired to them.
 
-KAFKA_BROKERS set in the environment points the integration tests at a real cluster instead of the
-development broker.
+KAFKA_BROKERS set in the environment points the integration tests at a running cluster; otherwise
+the session starts a broker of the kind tests/services/brokers.py chooses (TEST_BROKER).
 """
 
 from __future__ import annotations
@@ -22,10 +22,15 @@ from sqlalchemy.engine import make_url
 
 from app.config.settings import Settings, load_settings
 from app.database import migrations
-from app.devbroker import DevBroker, free_port
+from app.devbroker import port_open
 from app.factory import create_app
+from tests.services import brokers
+from tests.services.brokers import Broker
+from tests.services.postgres import PostgresServer, PostgresUnavailableError
 
-POSTGRES_SERVER = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+# A server already answering here is used as it is (the old machines ran one); otherwise the session
+# starts its own (tests/services/postgres.py).
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 @pytest.fixture
@@ -36,10 +41,32 @@ def sqlite_url(tmp_path: Path) -> str:
     return url
 
 
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a PostgreSQL server for the session: TEST_POSTGRES_URL, one answering on 127.0.0.1:5432,
+    or a throwaway one started here. Never skipped: if none can be had, the tests using it fail, saying why."""
+    configured = os.environ.get("TEST_POSTGRES_URL")
+    if configured:
+        yield configured
+        return
+    if port_open(5432):
+        yield DEFAULT_POSTGRES_URL
+        return
+    server = PostgresServer(tmp_path_factory.mktemp("postgres") / "server")
+    try:
+        server.start()
+    except PostgresUnavailableError as exc:
+        pytest.fail(f"PostgreSQL tests need a server and none could be started: {exc}", pytrace=False)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A migrated PostgreSQL database of this test's own, dropped afterwards (TEST_POSTGRES_URL's server)."""
-    server = make_url(POSTGRES_SERVER)
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A migrated PostgreSQL database of this test's own on the session's server, dropped afterwards."""
+    server = make_url(postgres_server)
     name = f"ingest_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
@@ -64,20 +91,25 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A broker for the whole session: the configured cluster, or a local tansu on a free port."""
+    """A broker for the whole session: the configured cluster (KAFKA_BROKERS), or one started here
+    of the kind tests/services/brokers.py says."""
     configured = os.environ.get("KAFKA_BROKERS")
     if configured:
         yield configured
         return
-    log = Path(tmp_path_factory.mktemp("broker")) / "tansu.log"
-    with DevBroker(free_port(), log_path=log) as broker:
+    broker = brokers.new_broker(tmp_path_factory.mktemp("broker"), size=brokers.shared_size())
+    broker.start()
+    try:
         yield broker.bootstrap
+    finally:
+        broker.stop()
 
 
 @pytest.fixture
-def dev_broker(tmp_path: Path) -> Iterator[DevBroker]:
+def dev_broker(tmp_path: Path) -> Iterator[Broker]:
     """A broker of this test's own, for tests that pause, kill or restart it."""
-    broker = DevBroker(free_port(), log_path=tmp_path / "tansu.log").start()
+    broker = brokers.new_broker(tmp_path)
+    broker.start()
     try:
         yield broker
     finally:

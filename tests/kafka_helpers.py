@@ -6,7 +6,9 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 
 @dataclass(frozen=True)
@@ -96,3 +98,17 @@ def _bytes(value: bytes | str | None) -> bytes:
     if value is None:
         return b""
     return value.encode() if isinstance(value, str) else value
+
+
+def create_topics(bootstrap: str, topics: list[str], partitions: int = 4) -> None:
+    """Create topics a test writes to before the service would (Apache Kafka here does not create
+    topics on produce; the development broker does, and then this changes nothing)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    replication = min(3, len(admin.list_topics(timeout=10).brokers))
+    futures = admin.create_topics([NewTopic(topic, partitions, replication) for topic in topics])
+    for future in futures.values():
+        try:
+            future.result(timeout=30)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise

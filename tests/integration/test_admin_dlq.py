@@ -19,7 +19,7 @@ from app.factory import create_app
 from app.publishing.topic_admin import KafkaAdmin
 from tests.conftest import SettingsFactory, activity_event, running, topic_settings
 from tests.integration.test_service_process import _env, _start, _stop, _wait_ready
-from tests.kafka_helpers import read_topic
+from tests.kafka_helpers import create_topics, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -57,6 +57,7 @@ async def test_peek_and_replay_dead_letters(make_settings: SettingsFactory) -> N
 
 
 def _fill_dlq(bootstrap: str, dlq: str, original: str, count: int) -> list[str]:
+    create_topics(bootstrap, [dlq, original])
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     ids = []
     stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")

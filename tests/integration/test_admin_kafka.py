@@ -11,15 +11,15 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from app.devbroker import DevBroker
 from app.factory import create_app
 from tests.conftest import SettingsFactory, running
+from tests.services.brokers import Broker
 
 pytestmark = pytest.mark.integration
 
 
 async def test_topics_are_created_at_start_and_a_mismatch_is_reported(
-    make_settings: SettingsFactory, dev_broker: DevBroker
+    make_settings: SettingsFactory, dev_broker: Broker
 ) -> None:
     settings = make_settings(kafka_brokers=dev_broker.bootstrap, kafka_topic_partitions=3)
     admin = AdminClient({"bootstrap.servers": dev_broker.bootstrap})

@@ -12,12 +12,13 @@ import httpx
 import orjson
 import pytest
 
-from app.devbroker import DevBroker, free_port
+from app.devbroker import free_port
 from app.factory import create_app
 from ingest_client import AsyncEventClient, PublishStatus
 from tests.conftest import SettingsFactory, activity_event, attempt, topic_settings
 from tests.integration.test_service_process import _env, _start, _stop, _wait_ready
 from tests.kafka_helpers import read_topic
+from tests.services.brokers import Broker
 from tests.traffic import wait_until_spool_empty
 
 pytestmark = pytest.mark.integration
@@ -70,7 +71,7 @@ async def test_async_client_publishes_singles_and_batches_and_reports_rejections
 
 
 async def test_client_through_a_paused_broker_publishes_each_event_once(
-    make_settings: SettingsFactory, dev_broker: DevBroker
+    make_settings: SettingsFactory, dev_broker: Broker
 ) -> None:
     settings = make_settings(kafka_brokers=dev_broker.bootstrap, kafka_producer_timeout="1s",
                              spool_relay_interval="200ms")  # fmt: skip
@@ -150,7 +151,7 @@ def test_cli_says_clearly_when_the_service_or_broker_is_unreachable(tmp_path: Pa
 
 
 async def test_client_retries_through_a_429_and_publishes_once(
-    make_settings: SettingsFactory, dev_broker: DevBroker
+    make_settings: SettingsFactory, dev_broker: Broker
 ) -> None:
     import asyncio
 

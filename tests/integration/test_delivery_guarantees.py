@@ -8,13 +8,15 @@ Duplicates are allowed only after a fault, and are counted and printed.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
-from app.devbroker import DevBroker, free_port
 from app.factory import create_app
 from tests.conftest import SettingsFactory, running
 from tests.kafka_helpers import read_topic
+from tests.services import brokers
+from tests.services.brokers import Broker
 from tests.traffic import Poster, check_arrival, wait_until_spool_empty
 
 pytestmark = pytest.mark.integration
@@ -34,7 +36,7 @@ def _report(name: str, traffic_accepted: int, refused: list[int], duplicates: in
 
 
 async def test_paused_broker_loses_nothing(
-    make_settings: SettingsFactory, dev_broker: DevBroker, database_url: str
+    make_settings: SettingsFactory, dev_broker: Broker, database_url: str
 ) -> None:
     settings = make_settings(kafka_brokers=dev_broker.bootstrap, database_url=database_url, **FAULT_SETTINGS)
     async with running(create_app(settings)) as client:
@@ -62,7 +64,7 @@ async def test_paused_broker_loses_nothing(
 
 
 async def test_killed_and_restarted_broker_loses_nothing_accepted_after_the_kill(
-    make_settings: SettingsFactory, dev_broker: DevBroker, database_url: str
+    make_settings: SettingsFactory, dev_broker: Broker, database_url: str
 ) -> None:
     settings = make_settings(kafka_brokers=dev_broker.bootstrap, database_url=database_url, **FAULT_SETTINGS)
     async with running(create_app(settings)) as client:
@@ -89,10 +91,9 @@ async def test_killed_and_restarted_broker_loses_nothing_accepted_after_the_kill
     assert arrival.order_violations == []
 
 
-async def test_broker_absent_at_start_then_started(make_settings: SettingsFactory) -> None:
-    port = free_port()
-    settings = make_settings(kafka_brokers=f"127.0.0.1:{port}", **FAULT_SETTINGS)
-    broker = DevBroker(port)
+async def test_broker_absent_at_start_then_started(make_settings: SettingsFactory, tmp_path: Path) -> None:
+    broker = brokers.new_broker(tmp_path)
+    settings = make_settings(kafka_brokers=broker.bootstrap, **FAULT_SETTINGS)
     try:
         async with running(create_app(settings)) as client:
             assert (await client.get("/readyz")).status_code == 503

@@ -18,10 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
-from app.devbroker import DevBroker, free_port
+from app.devbroker import free_port
 from tests.conftest import attempt, topic_settings
 from tests.integration.test_service_process import _env, _running_service
 from tests.kafka_helpers import read_topic
+from tests.services.brokers import Broker
 from tests.traffic import Poster, check_arrival
 
 pytestmark = pytest.mark.integration
@@ -59,7 +60,7 @@ async def _spool_drained(client: httpx.AsyncClient, within: float) -> int:
         await asyncio.sleep(0.25)
 
 
-async def _outage(broker: DevBroker, posters: list[Poster], seconds: float) -> None:
+async def _outage(broker: Broker, posters: list[Poster], seconds: float) -> None:
     broker.kill()
     for poster in posters:
         poster.start()
@@ -67,7 +68,7 @@ async def _outage(broker: DevBroker, posters: list[Poster], seconds: float) -> N
 
 
 async def test_two_instances_share_spool_rules_and_keys_without_double_publishing(
-    dev_broker: DevBroker, postgres_url: str, tmp_path: Path
+    dev_broker: Broker, postgres_url: str, tmp_path: Path
 ) -> None:
     port_a, port_b = free_port(), free_port()
     topics = {key.upper(): value for key, value in topic_settings(f"multi{port_a}").items()}

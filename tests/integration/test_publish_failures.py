@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
-from app.devbroker import DevBroker
 from app.factory import create_app
 from tests.conftest import SettingsFactory, activity_event, running
 from tests.kafka_helpers import read_topic
+from tests.services.brokers import Broker
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +57,7 @@ async def test_record_over_the_size_limit_goes_to_the_dlq_at_once_with_headers(
 
 
 async def test_stopped_broker_spools_opens_the_breaker_and_the_relay_delivers_after_restart(
-    make_settings: SettingsFactory, dev_broker: DevBroker
+    make_settings: SettingsFactory, dev_broker: Broker
 ) -> None:
     settings = make_settings(
         kafka_brokers=dev_broker.bootstrap,
@@ -114,7 +114,7 @@ async def test_stopped_broker_spools_opens_the_breaker_and_the_relay_delivers_af
 
 
 async def test_full_producer_queue_answers_429_with_retry_after(
-    make_settings: SettingsFactory, dev_broker: DevBroker
+    make_settings: SettingsFactory, dev_broker: Broker
 ) -> None:
     settings = make_settings(
         kafka_brokers=dev_broker.bootstrap,

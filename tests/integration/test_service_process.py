@@ -15,9 +15,10 @@ import httpx
 import orjson
 import pytest
 
-from app.devbroker import DevBroker, free_port, port_open
+from app.devbroker import free_port, port_open
 from tests.conftest import activity_event, attempt, topic_settings
 from tests.kafka_helpers import read_topic
+from tests.services import brokers
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,10 +130,10 @@ def test_without_kafka_brokers_the_service_starts_and_stops_its_own_dev_broker(
 
 
 def test_spooled_events_survive_a_killed_service(service_port: int, tmp_path: Path, sqlite_url: str) -> None:
-    broker_port = free_port()  # nothing listens there yet: Kafka is down
+    broker = brokers.new_broker(tmp_path)  # not started yet: Kafka is down
     topics = {key.upper(): value for key, value in topic_settings(f"kill{service_port}").items()}
     env = _env(
-        KAFKA_BROKERS=f"127.0.0.1:{broker_port}",
+        KAFKA_BROKERS=broker.bootstrap,
         PORT=str(service_port),
         DATABASE_URL=sqlite_url,
         KAFKA_PRODUCER_TIMEOUT="1s",
@@ -155,15 +156,16 @@ def test_spooled_events_survive_a_killed_service(service_port: int, tmp_path: Pa
         process.kill()  # SIGKILL: no shutdown hook runs
         process.wait(timeout=10)
 
-    with DevBroker(broker_port, log_path=tmp_path / "broker.log"):
+    broker.start()
+    try:
         process = _start(env, tmp_path / "second.log")
         try:
             _wait_ready(service_port, process, tmp_path / "second.log")
-            records = read_topic(
-                f"127.0.0.1:{broker_port}", topics["KAFKA_TOPIC_ATTEMPTS"], expected=20, timeout=60
-            )
+            records = read_topic(broker.bootstrap, topics["KAFKA_TOPIC_ATTEMPTS"], expected=20, timeout=60)
         finally:
             assert _stop(process) == 0
+    finally:
+        broker.stop()
     assert {record.headers["event_id"].decode() for record in records} == set(accepted)
 
 
