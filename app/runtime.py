@@ -21,6 +21,7 @@ from app.publishing.breaker import STATE_VALUES, DeliveryBreaker
 from app.publishing.pause import PauseSwitch
 from app.publishing.producer import AsyncProducer
 from app.publishing.publisher import EventPublisher
+from app.publishing.recovery import OutageRecovery
 from app.publishing.retry import RetryPolicy
 from app.publishing.topic_admin import KafkaAdmin, TopicReport
 from app.routing.governance import TopicPolicy
@@ -62,6 +63,7 @@ class Runtime:
     engine: Engine
     spool: Spool
     relay: SpoolRelay
+    recovery: OutageRecovery
     publisher: EventPublisher
     ingest: IngestService
     rules: RuleSync
@@ -113,6 +115,14 @@ class Runtime:
             ack_timeout=ack_timeout,
             pause=pause,
         )
+        recovery = OutageRecovery(
+            producer,
+            breaker,
+            spool,
+            probe_interval=settings.kafka_recovery_probe_interval.total_seconds(),
+            probe_timeout=1.0,
+            min_replace_interval=ack_timeout,
+        )
         router = Router(default_rules(settings))
         publisher = EventPublisher(
             producer,
@@ -158,6 +168,7 @@ class Runtime:
             engine=engine,
             spool=spool,
             relay=relay,
+            recovery=recovery,
             publisher=publisher,
             ingest=ingest,
             rules=rules,
@@ -180,6 +191,7 @@ class Runtime:
         await self.relay.release_dead_claims()
         await self.producer.start()
         self.relay.start()
+        self.recovery.start()
         self.metrics.bind_live_values({self.metrics.ready: lambda: float(self.readiness.ready)})
         for job, name in ((self._prepare_topics(), "prepare-topics"), (self._watch_readiness(), "readiness")):
             task = asyncio.create_task(job, name=name)
@@ -270,6 +282,7 @@ class Runtime:
             task.cancel()
         await self.rules.stop()
         await self.keys.stop()
+        await self.recovery.stop()
         await self.relay.stop()
         left = await self.producer.close(self.settings.shutdown_flush_timeout.total_seconds())
         self.engine.dispose()

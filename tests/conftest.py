@@ -7,6 +7,7 @@ the session starts a broker of the kind tests/services/brokers.py chooses (TEST_
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -42,7 +43,7 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_server() -> Iterator[str]:
     """URL of a PostgreSQL server for the session: TEST_POSTGRES_URL, one answering on 127.0.0.1:5432,
     or a throwaway one started here. Never skipped: if none can be had, the tests using it fail, saying why."""
     configured = os.environ.get("TEST_POSTGRES_URL")
@@ -52,15 +53,16 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if port_open(5432):
         yield DEFAULT_POSTGRES_URL
         return
-    server = PostgresServer(tmp_path_factory.mktemp("postgres") / "server")
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="event-ingest-postgres-")))
     try:
         server.start()
     except PostgresUnavailableError as exc:
+        server.remove()
         pytest.fail(f"PostgreSQL tests need a server and none could be started: {exc}", pytrace=False)
     try:
         yield server.url
     finally:
-        server.stop()
+        server.remove()
 
 
 @pytest.fixture

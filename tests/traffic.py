@@ -23,15 +23,28 @@ class Traffic:
     refused: list[int] = field(default_factory=list)  # status codes of 429/503 answers
     statuses: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     missing_retry_after: int = 0
+    latencies: list[tuple[float, float]] = field(default_factory=list)  # (sent at, seconds to answer)
+    spooled: int = 0
+
+    def latency_percentile(self, share: float, since: float = 0.0, until: float = float("inf")) -> float:
+        """Seconds within which `share` of the requests sent between `since` and `until` were answered."""
+        chosen = sorted(seconds for sent, seconds in self.latencies if since <= sent <= until)
+        if not chosen:
+            return 0.0
+        return chosen[min(len(chosen) - 1, int(share * len(chosen)))]
 
 
 class Poster:
-    """Posts activity events, one user per task, each user's events in sequence (`metadata.seq`)."""
+    """Posts activity events, one user per task, each user's events in sequence (`metadata.seq`);
+    `batch` > 1 posts them `batch` at a time to /v1/events/batch."""
 
-    def __init__(self, client: httpx.AsyncClient, users: list[str], pause: float = 0.02) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, users: list[str], pause: float = 0.02, batch: int = 1
+    ) -> None:
         self.client = client
         self.users = users
         self.pause = pause
+        self.batch = batch
         self.traffic = Traffic()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -51,24 +64,42 @@ class Poster:
         await asyncio.sleep(seconds)
         await self.stop()
 
+    def _event(self, user: str, seq: int) -> dict[str, Any]:
+        return {
+            "user_id": user,
+            "occurred_at": at(120),
+            "activity_type": "step",
+            "metadata": {"seq": str(seq)},
+        }
+
     async def _post_for(self, user: str) -> None:
         while not self._stop.is_set():
             seq = self._seq[user]
-            event = {
-                "user_id": user,
-                "occurred_at": at(120),
-                "activity_type": "step",
-                "metadata": {"seq": str(seq)},
-            }
+            if self.batch > 1:
+                path = "/v1/events/batch"
+                body: dict[str, Any] = {
+                    "events": [
+                        {"event_type": "activity", **self._event(user, seq + n)} for n in range(self.batch)
+                    ]
+                }
+            else:
+                path, body = "/v1/events/activities", self._event(user, seq)
+            sent = time.monotonic()
             try:
-                response = await self.client.post("/v1/events/activities", json=event, timeout=30)
+                response = await self.client.post(path, json=body, timeout=30)
             except httpx.TransportError:
                 continue
+            self.traffic.latencies.append((sent, time.monotonic() - sent))
             self.traffic.statuses[str(response.status_code)] += 1
             if response.status_code in (200, 202):
-                body = response.json()
-                self.traffic.accepted[body["event_id"]] = (user, seq)
-                self._seq[user] += 1
+                answer = response.json()
+                results = answer["results"] if self.batch > 1 else [answer]
+                for n, result in enumerate(results):
+                    if result["status"] not in ("accepted", "spooled", "duplicate"):
+                        raise AssertionError(f"unexpected result {result} in {response.text[:500]}")
+                    self.traffic.accepted[result["event_id"]] = (user, seq + n)
+                    self.traffic.spooled += result["status"] == "spooled"
+                self._seq[user] += len(results)
             elif response.status_code in (429, 503):
                 self.traffic.refused.append(response.status_code)
                 if "Retry-After" not in response.headers:

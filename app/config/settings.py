@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     kafka_retry_max_delay: Duration = timedelta(seconds=5)
     kafka_retry_factor: Annotated[float, Field(ge=1, le=10)] = 2.0
     kafka_retry_jitter: Annotated[float, Field(ge=0, le=1)] = 0.2
+    # After a record timed out: how often to ask the cluster whether it answers again (then a
+    # fresh producer, a breaker trial and the spool due at once: app/publishing/recovery.py).
+    kafka_recovery_probe_interval: Duration = timedelta(milliseconds=500)
     max_in_flight_records: Annotated[int, Field(ge=1, le=10_000_000)] = 50_000
     # Ingest requests one worker serves at once; more are answered 503 `overloaded` before their
     # body is read (0: no limit). Far above what a worker needs at full speed (tens).

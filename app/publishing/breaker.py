@@ -73,6 +73,11 @@ class DeliveryBreaker:
             return 1.0
         return max(1.0, self._reset_timeout - (time.monotonic() - self.opened_at))
 
+    def allow_trial(self) -> None:
+        """Let the next delivery through as a trial now (Kafka answers again), if the breaker is open."""
+        if self.state == "open":
+            self._breaker.half_open()
+
     @asynccontextmanager
     async def guard(self) -> AsyncIterator[None]:
         """Run a delivery under the breaker; raise BrokerUnavailableError when it is open.

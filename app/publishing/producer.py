@@ -37,6 +37,9 @@ PRODUCER_DEAD_CODES = frozenset(
         KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
     }
 )
+# A record that timed out while the cluster answers means a wedged producer (after a paused or
+# restarted broker an idempotent producer can stay stuck on its old requests): see OutageRecovery.
+TIMEOUT_CODES = frozenset({KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT})
 ERROR_LOG_INTERVAL = 10.0  # seconds between two log lines for the same kind of client error
 
 Headers = list[tuple[str, str]]
@@ -51,7 +54,17 @@ class Delivery:
     awaits one future for all of them, not one per record.
     """
 
-    __slots__ = ("_count", "_done", "_loop", "_on_complete", "_on_fatal", "_reported", "outcomes", "topics")
+    __slots__ = (
+        "_count",
+        "_done",
+        "_loop",
+        "_on_complete",
+        "_on_fatal",
+        "_on_timeout",
+        "_reported",
+        "outcomes",
+        "topics",
+    )
 
     def __init__(
         self,
@@ -59,10 +72,12 @@ class Delivery:
         topics: list[str],
         on_complete: Callable[[asyncio.Future[None]], None],
         on_fatal: Callable[[str], None],
+        on_timeout: Callable[[], None] = lambda: None,
     ) -> None:
         self._loop = loop
         self._on_complete = on_complete
         self._on_fatal = on_fatal
+        self._on_timeout = on_timeout
         self.topics = topics
         self.outcomes: list[float | DeliveryError | QueueFullError | None] = [None] * len(topics)
         self._count = len(topics)
@@ -87,6 +102,8 @@ class Delivery:
             return
         if error.fatal() or error.code() in PRODUCER_DEAD_CODES:
             self._on_fatal(error.str())
+        elif error.code() in TIMEOUT_CODES:
+            self._on_timeout()
         self.settle(index, DeliveryError.from_kafka(self.topics[index], error))
 
     async def wait(self, seconds: float) -> None:
@@ -98,6 +115,8 @@ class Delivery:
             await self._done
         finally:
             timer.cancel()
+        if None in self.outcomes:  # no report in time: as much a timeout as librdkafka's own
+            self._on_timeout()
 
     def error(self, index: int) -> DeliveryError | QueueFullError | None:
         """None when record `index` was acknowledged; its error otherwise (a missing report is a timeout)."""
@@ -138,6 +157,7 @@ class AsyncProducer:
         "_running",
         "_wake_scheduled",
         "replacements",
+        "timed_out",
     )
 
     def __init__(self, config: dict[str, Any], on_replaced: Callable[[str], None] | None = None) -> None:
@@ -157,6 +177,9 @@ class AsyncProducer:
         # deque, with one loop wake-up per burst of them rather than one per request.
         self._completed: deque[asyncio.Future[None]] = deque()
         self._wake_scheduled = False
+        # Set (from any thread) when a record of the current instance timed out; OutageRecovery
+        # waits on it. Cleared when the instance is replaced.
+        self.timed_out = asyncio.Event()
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -187,12 +210,25 @@ class AsyncProducer:
             self._last_logged[error.name()] = now
             logger.warning("kafka client error", extra={"kafka_error": error.name(), "reason": error.str()})
 
+    def _timeout(self) -> None:
+        """Any thread: a record of this instance timed out."""
+        loop = self._loop
+        if loop is not None and not self.timed_out.is_set() and self._running.is_set():
+            loop.call_soon_threadsafe(self.timed_out.set)
+
+    def replace(self, reason: str) -> None:
+        """On the loop: start over with a new librdkafka instance; the old one's records fail as
+        an outage (their callers spool or retry them, with the same event ids)."""
+        if not self._replacing:
+            self._replacing = True
+            self._replace_producer(reason)
+
     def _fatal(self, reason: str) -> None:
         """Any thread: ask the loop to replace the producer (once per fatal error)."""
         loop = self._loop
         if loop is not None and not self._replacing and self._running.is_set():
             self._replacing = True
-            loop.call_soon_threadsafe(self._replace_producer, reason)
+            loop.call_soon_threadsafe(self._replace_producer, f"fatal producer error: {reason}")
 
     def _replace_producer(self, reason: str) -> None:
         old = self._producer
@@ -201,7 +237,8 @@ class AsyncProducer:
         self._producer = Producer(self._config)
         self.replacements += 1
         self._replacing = False
-        logger.error("fatal producer error: replaced the producer", extra={"reason": reason})
+        self.timed_out.clear()
+        logger.error("producer replaced", extra={"reason": reason})
         if self._on_replaced is not None:
             self._on_replaced(reason)
         # Fail the old instance's records (their callbacks settle the waiting requests) off the loop.
@@ -231,7 +268,9 @@ class AsyncProducer:
         producer, loop = self._producer, self._loop
         if producer is None or loop is None:
             raise RuntimeError("producer not started")
-        delivery = Delivery(loop, [topic for topic, _, _, _ in records], self._complete, self._fatal)
+        delivery = Delivery(
+            loop, [topic for topic, _, _, _ in records], self._complete, self._fatal, self._timeout
+        )
         report = delivery.on_delivery
         produce = producer.produce
         for index, (topic, value, key, headers) in enumerate(records):

@@ -184,6 +184,15 @@ class SpoolStore:
             next_attempt_at=retry_at,
         )
 
+    def make_due(self) -> int:
+        """Every row waiting out a backoff is due now (Kafka answers again); returns how many."""
+        now = datetime.now(UTC)
+        with Session(self.engine) as session, session.begin():
+            result = session.execute(
+                update(SpooledRecord).where(SpooledRecord.next_attempt_at > now).values(next_attempt_at=now)
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
     def redirect_to_dlq(self, ids: Sequence[int], reason: str) -> None:
         """Mark rows to go to the dead-letter topic instead of their own, due at once."""
         self._unclaim(ids, dlq_reason=reason[:2000], next_attempt_at=datetime.now(UTC))

@@ -13,6 +13,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from app.factory import create_app
 from tests.conftest import SettingsFactory, running
+from tests.kafka_helpers import create_topics
 from tests.services.brokers import Broker
 
 pytestmark = pytest.mark.integration
@@ -52,6 +53,7 @@ async def test_topics_are_created_at_start_and_a_mismatch_is_reported(
 async def test_consumer_group_lag(make_settings: SettingsFactory) -> None:
     settings = make_settings()
     topic = f"lag.{uuid.uuid4().hex[:8]}"
+    create_topics(settings.kafka_brokers, [topic], partitions=1)
     producer = Producer({"bootstrap.servers": settings.kafka_brokers})
     for _ in range(10):
         producer.produce(topic, value=b"x", key=b"k", partition=0)

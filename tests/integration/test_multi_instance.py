@@ -22,6 +22,7 @@ from app.devbroker import free_port
 from tests.conftest import attempt, topic_settings
 from tests.integration.test_service_process import _env, _running_service
 from tests.kafka_helpers import read_topic
+from tests.services import brokers
 from tests.services.brokers import Broker
 from tests.traffic import Poster, check_arrival
 
@@ -37,13 +38,14 @@ SHARED = {
     "SPOOL_RELAY_BATCH": "5",  # small rounds over many keys, so both relays take part
     "SPOOL_CLAIM_LEASE": "3s",
     "ROUTING_RULES_POLL_INTERVAL": "500ms",
+}
+if brokers.is_tansu():
     # The development broker keeps producer ids in memory: restarted, it hands out ids from 1 again,
     # so a producer from before the restart and one created after can share an id, and the broker
     # then drops one's records as duplicates of the other's while acknowledging them (seen here:
-    # PRODUCER_FENCED between the two instances, records acknowledged and missing). Real Kafka
-    # persists its producer ids. This test is about the spool claims, so it runs without idempotence.
-    "KAFKA_PRODUCER_CONFIG__ENABLE_IDEMPOTENCE": "false",
-}
+    # PRODUCER_FENCED between the two instances, records acknowledged and missing). Apache Kafka
+    # persists its producer ids, so there the test keeps idempotence on.
+    SHARED["KAFKA_PRODUCER_CONFIG__ENABLE_IDEMPOTENCE"] = "false"
 
 
 async def _metrics(client: httpx.AsyncClient) -> dict[str, Any]:
@@ -88,7 +90,7 @@ async def test_two_instances_share_spool_rules_and_keys_without_double_publishin
             # 1. Outage: both accept and spool; broker back: both relays drain the shared spool.
             first = [Poster(a, [f"a{n}" for n in range(10)]), Poster(b, [f"b{n}" for n in range(10)])]
             await _outage(dev_broker, first, 2.5)
-            dev_broker.start()
+            await asyncio.to_thread(dev_broker.start)
             await asyncio.sleep(1.0)
             first_traffic = [await poster.stop() for poster in first]
             assert await _spool_drained(a, within=60) == 0
@@ -110,7 +112,7 @@ async def test_two_instances_share_spool_rules_and_keys_without_double_publishin
             process_a.send_signal(signal.SIGKILL)
             process_a.wait(timeout=10)
             depth_at_kill = int((await _metrics(b))["spool"]["depth"])
-            dev_broker.start()
+            await asyncio.to_thread(dev_broker.start)
             await asyncio.sleep(1.0)
             traffic_b = await second[1].stop()
             left = await _spool_drained(b, within=60)  # B takes A's rows once their lease ran out

@@ -15,6 +15,7 @@ import pytest
 from app.factory import create_app
 from tests.conftest import SettingsFactory, activity_event, running
 from tests.kafka_helpers import read_topic
+from tests.services import brokers
 from tests.services.brokers import Broker
 
 pytestmark = pytest.mark.integration
@@ -94,7 +95,7 @@ async def test_stopped_broker_spools_opens_the_breaker_and_the_relay_delivers_af
         assert "event_ingest_circuit_breaker_state 2.0" in prometheus
         assert "event_ingest_spool_depth 3.0" in prometheus
 
-        dev_broker.start()
+        await asyncio.to_thread(dev_broker.start)
         deadline = time.monotonic() + 30
         metrics = (await client.get("/metrics/publisher")).json()
         while time.monotonic() < deadline and metrics["records_relayed"] < 3:
@@ -108,9 +109,11 @@ async def test_stopped_broker_spools_opens_the_breaker_and_the_relay_delivers_af
         assert states[-1] == "closed"
         assert "event_ingest_circuit_breaker_state 0.0" in (await client.get("/metrics/prometheus")).text
 
-    # The restarted broker is empty: it holds exactly what was spooled during the outage.
-    records = read_topic(dev_broker.bootstrap, settings.kafka_topic_activities, expected=3)
-    assert sorted(record.headers["event_id"].decode() for record in records) == sorted(accepted[1:])
+    # The restarted development broker is empty: it holds exactly what was spooled during the outage.
+    # Apache Kafka kept the first event on disk.
+    kept = accepted[1:] if brokers.is_tansu() else accepted
+    records = read_topic(dev_broker.bootstrap, settings.kafka_topic_activities, expected=len(kept))
+    assert sorted(record.headers["event_id"].decode() for record in records) == sorted(kept)
 
 
 async def test_full_producer_queue_answers_429_with_retry_after(

@@ -48,6 +48,9 @@ def _major(path: Path) -> int:
 class PostgresServer:
     """One PostgreSQL server in `directory` on 127.0.0.1:`port`, superuser `postgres`, no password.
 
+    As root, `directory` must be reachable by the `postgres` user: a fresh `tempfile.mkdtemp()` in
+    /tmp is (pytest's own temp directories are not: pytest keeps their parent private, 0700).
+
     `durable=False` (tests) turns fsync off: the data is thrown away anyway. Benchmarks of the
     shipped configuration keep the defaults.
     """
@@ -158,12 +161,5 @@ def _drop_root_prefix(directory: Path) -> list[str]:
     if setpriv is None:
         raise PostgresUnavailableError("running as root and `setpriv` (util-linux) is missing")
     os.chown(directory, user.pw_uid, user.pw_gid)
-    # The temp directories above ours are root's 0700: the postgres user must be able to reach it.
-    for parent in directory.parents:
-        if parent == Path("/"):
-            break
-        mode = parent.stat().st_mode
-        if not mode & 0o001:
-            parent.chmod(mode | 0o001)
     # setpriv execs the server in place (no parent left between), so our PID is the postmaster's.
     return [setpriv, f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups", "--"]
