@@ -10,6 +10,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from tests.services import brokers
+
 
 @dataclass(frozen=True)
 class Record:
@@ -65,10 +67,11 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 20.0)
 
 
 def _at_end(consumer: Consumer, assigned: list[TopicPartition]) -> bool:
-    """Every partition read up to its high watermark, as the last fetch reported it (the
-    development broker's ListOffsets answer is wrong, its fetch answers are right)."""
+    """Every partition read up to its high watermark: from ListOffsets on Apache Kafka; as the last
+    fetch reported it on the development broker, whose ListOffsets answer is wrong."""
+    cached = brokers.is_tansu()
     for position in consumer.position(assigned):
-        low, high = consumer.get_watermark_offsets(position, cached=True)
+        low, high = consumer.get_watermark_offsets(position, timeout=5, cached=cached)
         if high < 0:  # not fetched yet
             return False
         if (position.offset if position.offset >= 0 else max(low, 0)) < high:

@@ -33,6 +33,22 @@ _OUTAGE_CODES = frozenset(
 )
 
 
+# The record's producer is gone, not the cluster: purged when we replaced the producer (outage
+# recovery), or refused because the broker fenced that producer (a new one is made at once).
+_PRODUCER_LOST_CODES = frozenset(
+    {
+        KafkaError._PURGE_QUEUE,
+        KafkaError._PURGE_INFLIGHT,
+        KafkaError._FATAL,
+        KafkaError._FENCED,
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.UNKNOWN_PRODUCER_ID,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+    }
+)
+
+
 class DeliveryError(Exception):
     """A record Kafka did not acknowledge, with enough context to log and answer the client.
 
@@ -50,6 +66,12 @@ class DeliveryError(Exception):
 
     def __str__(self) -> str:
         return f"{self.name} on topic {self.topic}: {self.reason}"
+
+    @property
+    def producer_lost(self) -> bool:
+        """Failed with its producer (replaced by us, or fenced by the broker), not because the
+        cluster is down: no evidence of an outage for the breaker, and worth sending again soon."""
+        return self.code in _PRODUCER_LOST_CODES
 
     @classmethod
     def from_kafka(cls, topic: str, error: KafkaError) -> DeliveryError:

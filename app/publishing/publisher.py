@@ -289,8 +289,10 @@ class EventPublisher:
                     for record in retry_now:
                         self.metrics.record_retried(record.topic)
                     pending = retry_now
-                if result.outage:
-                    raise OutageError(result.outage[0][1])
+                # Records lost with a replaced or fenced producer are no evidence of an outage.
+                evidence = [reason for record, reason in result.outage if not _producer_lost(record)]
+                if evidence:
+                    raise OutageError(evidence[0])
         except OutageError:
             pass  # counted by the breaker; the records are spooled
         except BrokerUnavailableError:  # raised on entry: nothing was sent
@@ -437,6 +439,10 @@ class _Delivered:
 
     outage: list[tuple[OutRecord, str]] = field(default_factory=list)
     permanent: list[OutRecord] = field(default_factory=list)
+
+
+def _producer_lost(record: OutRecord) -> bool:
+    return record.error is not None and record.error.producer_lost
 
 
 def _spool_reason(record: OutRecord) -> str:

@@ -172,6 +172,14 @@ class SpoolRelay:
         await asyncio.to_thread(self.spool.store.delete, done)
         for row_id, reason in to_dlq:
             await asyncio.to_thread(self.spool.store.redirect_to_dlq, [row_id], reason)
+        # Records lost with their producer (replaced by the outage recovery, or fenced) were not
+        # refused by the cluster: no attempt counted, due again after the first retry delay.
+        lost = [row.id for row, error in failed if error.producer_lost]
+        failed = [(row, error) for row, error in failed if not error.producer_lost]
+        if lost:
+            retry_at = datetime.now(UTC) + timedelta(seconds=self.retry.delay(1))
+            release = partial(self.spool.store.release, attempted=False)
+            await asyncio.to_thread(release, lost, "producer replaced", retry_at)
         if failed:
             # One retry time for the round (from its most-tried row): one transaction, not one per row.
             attempts = max(row.attempts for row, _ in failed) + 1

@@ -1,9 +1,9 @@
-"""What only a real Apache Kafka cluster can show (the development broker gets these wrong).
+"""What only a real Apache Kafka cluster of three brokers can show (the development broker gets
+these wrong).
 
-Skipped unless KAFKA_REAL_CLUSTER=1 and KAFKA_BROKERS names a cluster of at least three brokers,
-for example docker-compose.yml's:
-
-    KAFKA_BROKERS=127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094 make test-kafka
+Run by `make test-kafka` on a three-node cluster it starts for this module, or on the cluster
+KAFKA_BROKERS names when KAFKA_REAL_CLUSTER=1 (at least three brokers, e.g. docker-compose.yml's:
+`KAFKA_REAL_CLUSTER=1 KAFKA_BROKERS=127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094 make test-kafka`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import asyncio
 import os
 import time
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -25,20 +26,38 @@ from confluent_kafka.cimpl import NewTopic
 
 from app.factory import create_app
 from tests.conftest import SettingsFactory, activity_event, running
-from tests.kafka_helpers import read_topic
+from tests.kafka_helpers import create_topics, read_topic
+from tests.services import brokers
+from tests.services.apache_kafka import KafkaCluster
 from tests.traffic import wait_until_spool_empty
+
+EXTERNAL = os.environ.get("KAFKA_REAL_CLUSTER") == "1" and bool(os.environ.get("KAFKA_BROKERS"))
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(
-        os.environ.get("KAFKA_REAL_CLUSTER") != "1" or not os.environ.get("KAFKA_BROKERS"),
-        reason="needs a real Kafka cluster: KAFKA_REAL_CLUSTER=1 KAFKA_BROKERS=... (see make test-kafka)",
+        brokers.is_tansu() and not EXTERNAL,
+        reason="needs Apache Kafka with three brokers (make test-kafka)",
     ),
 ]
 
 
-async def test_topics_are_created_replicated_three_times(make_settings: SettingsFactory) -> None:
-    settings = make_settings(kafka_topic_replication_factor=3, kafka_topic_partitions=3)
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap of a three-broker cluster: KAFKA_BROKERS's, or one started for this module."""
+    if EXTERNAL:
+        yield os.environ["KAFKA_BROKERS"]
+        return
+    with KafkaCluster(tmp_path_factory.mktemp("cluster") / "kafka", size=3) as nodes:
+        yield nodes.bootstrap
+
+
+async def test_topics_are_created_replicated_three_times(
+    make_settings: SettingsFactory, cluster: str
+) -> None:
+    settings = make_settings(
+        kafka_brokers=cluster, kafka_topic_replication_factor=3, kafka_topic_partitions=3
+    )
     async with running(create_app(settings)) as client:
         deadline = time.monotonic() + 30
         report: dict[str, object] = {}
@@ -52,9 +71,9 @@ async def test_topics_are_created_replicated_three_times(make_settings: Settings
 
 
 async def test_not_enough_replicas_is_an_outage_spooled_then_delivered(
-    make_settings: SettingsFactory,
+    make_settings: SettingsFactory, cluster: str
 ) -> None:
-    settings = make_settings(kafka_producer_timeout="3s", spool_relay_interval="500ms")
+    settings = make_settings(kafka_brokers=cluster, kafka_producer_timeout="3s", spool_relay_interval="500ms")
     topic = settings.kafka_topic_activities
     admin = AdminClient({"bootstrap.servers": settings.kafka_brokers})
     # min.insync.replicas above the replication factor: every acks=all write is refused with
@@ -81,9 +100,10 @@ async def test_not_enough_replicas_is_an_outage_spooled_then_delivered(
     assert record.headers["event_id"].decode() == answer.json()["event_id"]
 
 
-async def test_lag_agrees_with_list_offsets(make_settings: SettingsFactory) -> None:
-    settings = make_settings()
+async def test_lag_agrees_with_list_offsets(make_settings: SettingsFactory, cluster: str) -> None:
+    settings = make_settings(kafka_brokers=cluster)
     topic = f"lag.{uuid.uuid4().hex[:8]}"
+    create_topics(cluster, [topic], partitions=1)
     producer = Producer({"bootstrap.servers": settings.kafka_brokers})
     for _ in range(25):
         producer.produce(topic, value=b"x", partition=0)
