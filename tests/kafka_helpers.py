@@ -32,7 +32,7 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 20.0)
     Reading on to the end matters after a fault: duplicates are then allowed, and stopping at
     `expected` records would leave as many distinct events unread as there were duplicates.
     Partitions are assigned directly: a consumer-group join is slow on the development broker
-    (shared/BROKER.md), and these tests only need to read.
+    (docs/brokers.md), and these tests only need to read.
     """
     consumer = Consumer(
         {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from confluent_kafka import KafkaError
 
 # librdkafka marks these non-retriable, but they mean "the cluster could not be reached in time":
-# an outage, not a fault of the record. (See shared/BROKER.md: _MSG_TIMED_OUT after a paused broker.)
+# an outage, not a fault of the record. (docs/brokers.md: _MSG_TIMED_OUT after a paused broker.)
 _OUTAGE_CODES = frozenset(
     {
         KafkaError._MSG_TIMED_OUT,

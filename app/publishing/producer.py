@@ -4,7 +4,7 @@
 delivery callbacks fire; the last report of a `send()` wakes its coroutine through
 `loop.call_soon_threadsafe`, once per request rather than once per record. The loop never
 blocks on Kafka. (Pattern from faststream's confluent
-client; see shared/STYLE.md for why not `AIOProducer`.)
+client, rather than confluent-kafka's experimental `AIOProducer`.)
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from app.publishing.errors import DeliveryError, QueueFullError
 
 logger = logging.getLogger(__name__)
 
-# Delivery errors after which this producer instance will never deliver again (shared/BROKER.md:
+# Delivery errors after which this producer instance will never deliver again (docs/brokers.md:
 # after a stalled broker, every delivery of an idempotent producer fails with PRODUCER_FENCED).
 PRODUCER_DEAD_CODES = frozenset(
     {
@@ -141,7 +141,7 @@ class AsyncProducer:
     """One librdkafka producer shared by every request of a worker process.
 
     A fatal producer error (e.g. PRODUCER_FENCED or UNKNOWN_PRODUCER_ID after a stalled or
-    restarted broker, see shared/BROKER.md) leaves the librdkafka instance unusable for good, so
+    restarted broker, see docs/brokers.md) leaves the librdkafka instance unusable for good, so
     it is replaced by a new one; the records it still held fail as an outage.
     """
 

@@ -117,7 +117,7 @@ class KafkaAdmin:
         """Earliest and latest offset of each partition.
 
         Read from the watermarks a Fetch response carries, not from ListOffsets: the development
-        broker answers ListOffsets with the last batch's base offset + 1 (shared/BROKER.md), while
+        broker answers ListOffsets with the last batch's base offset + 1 (docs/brokers.md), while
         the high mark of a Fetch is right on it and on Apache Kafka alike.
         """
         wanted = list(partitions)

@@ -55,6 +55,27 @@ def _load(variables: dict[str, str]) -> Settings:
 # --- docker-compose.yml
 
 
+def test_compose_brokers_follow_the_shared_broker_settings() -> None:
+    """deploy/kafka/broker.properties is what the local Apache Kafka of the tests runs with; the
+    compose brokers set each of its keys (as KAFKA_<KEY> variables) to the same value, and run the
+    Kafka version the tests resolve."""
+    shared = {}
+    for line in (DEPLOY / "kafka" / "broker.properties").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            shared[key.strip()] = value.strip()
+    services = _compose()["services"]
+    kafka_version = re.search(
+        r"<kafka.version>(.+)</kafka.version>", (ROOT / "tests/services/kafka-pom.xml").read_text()
+    )
+    assert kafka_version is not None
+    for name in ("kafka-1", "kafka-2", "kafka-3"):
+        environment = services[name]["environment"]
+        for key, value in shared.items():
+            assert environment.get("KAFKA_" + key.upper().replace(".", "_")) == value, (name, key)
+        assert services[name]["image"] == f"apache/kafka:{kafka_version.group(1)}"
+
+
 def test_compose_has_the_promised_services() -> None:
     services = _compose()["services"]
     assert {
