@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install run test lint typecheck alerts postgres unit integration test-kafka kafka-up kafka-down proto clean bench profile bench-compare
+.PHONY: install run test lint typecheck alerts postgres unit integration test-kafka kafka-up kafka-down proto clean bench bench-outage profile bench-compare
 
 install: $(STAMP)
 
@@ -83,10 +83,17 @@ clean:
 # The load generator of bench, profile and bench-compare: Debian's wrk, installed when missing.
 NEED_WRK = @command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || (echo "install wrk" && false)
 
-## bench: service vs bare FastAPI vs raw confluent-kafka, printed and written to bench/results/ (WORKERS=n)
-bench: install
+## bench: service vs bare FastAPI vs raw confluent-kafka, then taking events while Kafka is down;
+## printed and written to bench/results/ (WORKERS=n)
+bench: install postgres
 	$(NEED_WRK)
 	$(PY) bench/run.py $(BENCH_ARGS)
+	$(PY) bench/outage.py $(BENCH_OUTAGE_ARGS)
+
+## bench-outage: batches with Kafka up, then down (breaker open), spool on SQLite and PostgreSQL
+bench-outage: install postgres
+	$(NEED_WRK)
+	$(PY) bench/outage.py $(BENCH_OUTAGE_ARGS)
 
 ## profile: where one worker's CPU goes under load, from py-spy samples (MODE=single|batch, PROFILE_ARGS="--gil")
 profile: install

@@ -73,6 +73,10 @@ class DeliveryBreaker:
             return 1.0
         return max(1.0, self._reset_timeout - (time.monotonic() - self.opened_at))
 
+    def rejecting(self) -> bool:
+        """Open, and no trial due yet: every delivery would be refused right now."""
+        return self.opened_at is not None and time.monotonic() - self.opened_at < self._reset_timeout
+
     def allow_trial(self) -> None:
         """Let the next delivery through as a trial now (Kafka answers again), if the breaker is open."""
         if self.state == "open":

@@ -187,8 +187,9 @@ class EventPublisher:
         to_spool: list[tuple[OutRecord, str]] = []
 
         paused = self.pause.paused
-        if spool_only or paused:
-            reason = "publisher paused" if paused else "ack=spool"
+        if spool_only or paused or self.breaker.rejecting():
+            # Straight to the spool: no per-key backlog lookup is needed when nothing is sent.
+            reason = "publisher paused" if paused else "ack=spool" if spool_only else "circuit breaker open"
             to_spool += [(record, reason) for record in sendable]
         else:
             backlog = await self.spool.keys_with_backlog(record.key for record in sendable if record.key)
@@ -405,11 +406,16 @@ class EventPublisher:
             )
             self._fail_all(records, failures, failure)
         else:
-            for record, reason in records:
-                logger.info(
-                    "record spooled",
-                    extra={"event_id": record.event_id, "topic": record.topic, "reason": reason},
-                )
+            # One line per request, not per record: in an outage every event comes through here.
+            logger.info(
+                "records spooled",
+                extra={
+                    "records": len(records),
+                    "event_ids": [record.event_id for record, _ in records],
+                    "topics": sorted({record.topic for record, _ in records}),
+                    "reason": records[0][1],
+                },
+            )
 
     def _fail_all(
         self,

@@ -7,17 +7,20 @@ rows are free again once its lease runs out.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Engine, LargeBinary, TextClause, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session, aliased
 
 from app.database.schema import SpooledRecord
 
 CLAIM_LOCK_ID = 7_301_001  # PostgreSQL advisory lock serializing spool claims (any constant)
+# Keys probed by one statement (a column each; PostgreSQL allows 1,664 columns, SQLite 2,000).
+KEY_PROBES_PER_STATEMENT = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,26 +62,34 @@ class SpoolStore:
         self.max_records = max_records
 
     def add(self, records: Sequence[NewRecord], known_depth: int | None = None) -> None:
-        """Insert records in order, in one transaction; SpoolFullError when over capacity."""
+        """Insert records in order, in one transaction; SpoolFullError when over capacity.
+
+        One multi-row INSERT (Core, not ORM objects): during an outage every request's events come
+        here, and the per-object work of the ORM cost more than the commit.
+        """
         now = datetime.now(UTC)
-        with Session(self.engine) as session, session.begin():
-            depth = known_depth if known_depth is not None else self._count(session)
-            if depth + len(records) > self.max_records:
-                raise SpoolFullError(f"spool holds {depth} records; the limit is {self.max_records}")
-            session.add_all(
-                SpooledRecord(
-                    event_id=record.event_id,
-                    topic=record.topic,
-                    key=record.key,
-                    value=record.value,
-                    headers=[list(pair) for pair in record.headers],
-                    reason=record.reason,
-                    dlq_reason=record.dlq_reason,
-                    attempts=0,
-                    created_at=now,
-                    next_attempt_at=now,
-                )
-                for record in records
+        with self.engine.begin() as connection:
+            if known_depth is None:
+                known_depth = int(connection.scalar(select(func.count()).select_from(SpooledRecord)) or 0)
+            if known_depth + len(records) > self.max_records:
+                raise SpoolFullError(f"spool holds {known_depth} records; the limit is {self.max_records}")
+            connection.execute(
+                insert(SpooledRecord),
+                [
+                    {
+                        "event_id": record.event_id,
+                        "topic": record.topic,
+                        "key": record.key,
+                        "value": record.value,
+                        "headers": [list(pair) for pair in record.headers],
+                        "reason": record.reason,
+                        "dlq_reason": record.dlq_reason,
+                        "attempts": 0,
+                        "created_at": now,
+                        "next_attempt_at": now,
+                    }
+                    for record in records
+                ],
             )
 
     @staticmethod
@@ -91,13 +102,22 @@ class SpoolStore:
         return SpoolStats(depth=int(depth or 0), oldest=oldest)
 
     def keys_with_backlog(self, keys: Iterable[bytes]) -> set[bytes]:
-        """Which of `keys` have records waiting: new records for them must queue behind."""
+        """Which of `keys` have records waiting: new records for them must queue behind.
+
+        One statement of one index probe per key, not a scan of every row of those keys: its cost
+        stays flat however deep the spool grows (a DISTINCT over `key IN (...)` read each waiting
+        row of those keys).
+        """
         wanted = list(set(keys))
-        if not wanted:
-            return set()
-        with Session(self.engine) as session:
-            rows = session.scalars(select(SpooledRecord.key).where(SpooledRecord.key.in_(wanted)).distinct())
-            return {bytes(key) for key in rows if key is not None}
+        found: set[bytes] = set()
+        with self.engine.connect() as connection:
+            for start in range(0, len(wanted), KEY_PROBES_PER_STATEMENT):
+                chunk = wanted[start : start + KEY_PROBES_PER_STATEMENT]
+                row = connection.execute(
+                    _key_probes(len(chunk)), {f"k{n}": key for n, key in enumerate(chunk)}
+                )
+                found.update(bytes(key) for key in row.one() if key is not None)
+        return found
 
     def claim_due(self, owner: str, limit: int, lease: timedelta) -> list[SpooledRecord]:
         """Claim up to `limit` due, unclaimed rows in spool order, for `lease`; returns them detached."""
@@ -206,3 +226,11 @@ class SpoolStore:
                 .where(SpooledRecord.id.in_(ids))
                 .values(claimed_by=None, claimed_until=None, **values)
             )
+
+
+@functools.lru_cache(maxsize=64)
+def _key_probes(count: int) -> TextClause:
+    """`SELECT (SELECT key … WHERE key = :k0 LIMIT 1), …` for `count` keys, built once per count."""
+    table, column = SpooledRecord.__tablename__, SpooledRecord.key.key
+    probes = ", ".join(f"(SELECT {column} FROM {table} WHERE {column} = :k{n} LIMIT 1)" for n in range(count))
+    return text(f"SELECT {probes}").bindparams(*(bindparam(f"k{n}", type_=LargeBinary) for n in range(count)))
