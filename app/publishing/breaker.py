@@ -34,7 +34,7 @@ class OutageError(Exception):
 class DeliveryBreaker:
     """Opens after `failure_threshold` outage failures in a row; half-opens after `reset_timeout`."""
 
-    __slots__ = ("_breaker", "_reset_timeout", "_trial", "opened_at", "transitions")
+    __slots__ = ("_breaker", "_held", "_reset_timeout", "_trial", "opened_at", "transitions")
 
     def __init__(
         self,
@@ -62,6 +62,7 @@ class DeliveryBreaker:
             name="kafka-delivery",
         )
         self._trial = asyncio.Lock()
+        self._held = False
 
     @property
     def state(self) -> str:
@@ -75,10 +76,20 @@ class DeliveryBreaker:
 
     def rejecting(self) -> bool:
         """Open, and no trial due yet: every delivery would be refused right now."""
+        if self._held:
+            return True
         return self.opened_at is not None and time.monotonic() - self.opened_at < self._reset_timeout
+
+    def hold_open(self) -> None:
+        """Kafka is known unreachable (OutageRecovery's probe): open now, and no trial until
+        `allow_trial` (a trial would only wait out the producer timeout)."""
+        self._held = True
+        if self.state != "open":
+            self._breaker.open()
 
     def allow_trial(self) -> None:
         """Let the next delivery through as a trial now (Kafka answers again), if the breaker is open."""
+        self._held = False
         if self.state == "open":
             self._breaker.half_open()
 
@@ -89,11 +100,11 @@ class DeliveryBreaker:
         The body raises OutageError to count a failure. Any other exception (a bad record, a
         cancelled request) is not the broker's fault and does not count against it.
         """
-        if self.state == "closed":
+        if self.state == "closed" and not self._held:
             with self._calling():
                 yield
             return
-        if self._trial.locked():  # a trial is already probing the broker
+        if self._held or self._trial.locked():  # a trial is already probing the broker
             raise BrokerUnavailableError("circuit breaker is open", self.retry_after())
         async with self._trial:
             with self._calling():

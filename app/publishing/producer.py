@@ -156,6 +156,7 @@ class AsyncProducer:
         "_replacing",
         "_running",
         "_wake_scheduled",
+        "all_brokers_down",
         "replacements",
         "timed_out",
     )
@@ -180,6 +181,9 @@ class AsyncProducer:
         # Set (from any thread) when a record of the current instance timed out; OutageRecovery
         # waits on it. Cleared when the instance is replaced.
         self.timed_out = asyncio.Event()
+        # Set (from librdkafka's error callback) when no broker connection is up; OutageRecovery
+        # checks it with a probe of its own (an idle disconnect reports the same) and clears it.
+        self.all_brokers_down = asyncio.Event()
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -204,6 +208,9 @@ class AsyncProducer:
         if error.fatal():
             self._fatal(error.str())
             return
+        loop = self._loop
+        if error.code() == KafkaError._ALL_BROKERS_DOWN and loop is not None and self._running.is_set():
+            loop.call_soon_threadsafe(self.all_brokers_down.set)
         # One line per kind of error per interval: a dead broker reports itself many times a second.
         now = time.monotonic()
         if now - self._last_logged.get(error.name(), -1e9) >= ERROR_LOG_INTERVAL:
@@ -238,6 +245,7 @@ class AsyncProducer:
         self.replacements += 1
         self._replacing = False
         self.timed_out.clear()
+        self.all_brokers_down.clear()
         logger.error("producer replaced", extra={"reason": reason})
         if self._on_replaced is not None:
             self._on_replaced(reason)

@@ -283,7 +283,8 @@ class EventPublisher:
                     attempt = max((record.attempts for record in retry_now), default=0)
                     wait = self.retry.delay(attempt)
                     out_of_time = time.monotonic() + wait >= deadline
-                    if not retry_now or attempt > self.retry.retries or out_of_time or self.draining:
+                    gone = self.draining or self.breaker.rejecting()  # shutting down, or Kafka is down
+                    if not retry_now or attempt > self.retry.retries or out_of_time or gone:
                         result.outage += [(record, _spool_reason(record)) for record in retry_now]
                         break
                     await asyncio.sleep(wait)

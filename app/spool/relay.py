@@ -105,7 +105,7 @@ class SpoolRelay:
         self.metrics.refresh_live_values()
         if await asyncio.to_thread(self.pause.refresh):
             return 0
-        if stats.depth == 0 or (self.breaker.state == "open" and self.breaker.retry_after() > 1.0):
+        if stats.depth == 0 or self.breaker.rejecting():  # the relay may be the trial once it is due
             return 0
         rows = await asyncio.to_thread(self.spool.store.claim_due, self.owner, self._batch_size, self._lease)
         if not rows:
