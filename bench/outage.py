@@ -66,7 +66,9 @@ def run(options: argparse.Namespace) -> list[Result]:
         try:
             databases = {
                 "sqlite": f"sqlite:///{workdir / 'spool.db'}",
-                "postgresql": make_url(postgres.url).set(database="ingest").render_as_string(hide_password=False),
+                "postgresql": make_url(postgres.url)
+                .set(database="ingest")
+                .render_as_string(hide_password=False),
             }
             admin = create_engine(postgres.url, isolation_level="AUTOCOMMIT")
             with admin.connect() as connection:

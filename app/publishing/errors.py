@@ -33,12 +33,10 @@ _OUTAGE_CODES = frozenset(
 )
 
 
-# The record's producer is gone, not the cluster: purged when we replaced the producer (outage
-# recovery), or refused because the broker fenced that producer (a new one is made at once).
-_PRODUCER_LOST_CODES = frozenset(
+# Delivery errors after which this producer instance will never deliver again (docs/brokers.md:
+# after a stalled broker, every delivery of an idempotent producer fails with PRODUCER_FENCED).
+PRODUCER_DEAD_CODES = frozenset(
     {
-        KafkaError._PURGE_QUEUE,
-        KafkaError._PURGE_INFLIGHT,
         KafkaError._FATAL,
         KafkaError._FENCED,
         KafkaError.PRODUCER_FENCED,
@@ -47,6 +45,9 @@ _PRODUCER_LOST_CODES = frozenset(
         KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
     }
 )
+# The record's producer is gone, not the cluster: purged when we replaced the producer (outage
+# recovery), or refused because the broker fenced that producer (a new one is made at once).
+_PRODUCER_LOST_CODES = PRODUCER_DEAD_CODES | {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
 
 
 class DeliveryError(Exception):

@@ -21,22 +21,10 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from app.publishing.errors import DeliveryError, QueueFullError
+from app.publishing.errors import PRODUCER_DEAD_CODES, DeliveryError, QueueFullError
 
 logger = logging.getLogger(__name__)
 
-# Delivery errors after which this producer instance will never deliver again (docs/brokers.md:
-# after a stalled broker, every delivery of an idempotent producer fails with PRODUCER_FENCED).
-PRODUCER_DEAD_CODES = frozenset(
-    {
-        KafkaError._FATAL,
-        KafkaError._FENCED,
-        KafkaError.PRODUCER_FENCED,
-        KafkaError.UNKNOWN_PRODUCER_ID,
-        KafkaError.INVALID_PRODUCER_EPOCH,
-        KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
-    }
-)
 # A record that timed out while the cluster answers means a wedged producer (after a paused or
 # restarted broker an idempotent producer can stay stuck on its old requests): see OutageRecovery.
 TIMEOUT_CODES = frozenset({KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT})
