@@ -92,10 +92,6 @@ class SpoolStore:
                 ],
             )
 
-    @staticmethod
-    def _count(session: Session) -> int:
-        return int(session.scalar(select(func.count()).select_from(SpooledRecord)) or 0)
-
     def stats(self) -> SpoolStats:
         with Session(self.engine) as session:
             depth = session.scalar(select(func.count()).select_from(SpooledRecord))
@@ -113,6 +109,8 @@ class SpoolStore:
         """
         wanted = list(set(keys))
         found: set[bytes] = set()
+        if not wanted:
+            return found
         with self.engine.connect() as connection:
             for start in range(0, len(wanted), KEY_PROBES_PER_STATEMENT):
                 chunk = wanted[start : start + KEY_PROBES_PER_STATEMENT]
