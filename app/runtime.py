@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from app.config.settings import Settings
 from app.database.engine import check_schema, create_database_engine
 from app.events.time_window import EventTimeWindow
+from app.idempotency.host_store import HostIdempotencyStore
 from app.idempotency.store import DatabaseIdempotencyStore, IdempotencyStore, MemoryIdempotencyStore
 from app.ingest.service import IngestService
 from app.observability.publisher_metrics import PublisherMetrics
@@ -39,6 +40,18 @@ from app.spool.store import SpoolStore
 logger = logging.getLogger(__name__)
 
 TOPIC_CHECK_RETRY_SECONDS = 10.0
+
+
+def idempotency_store(settings: Settings, engine: Engine) -> IdempotencyStore:
+    """The store IDEMPOTENCY_STORE names (`auto` resolved by the number of workers)."""
+    kind = settings.idempotency_store_kind
+    if kind == "database":
+        return DatabaseIdempotencyStore(engine, settings.idempotency_window)
+    if kind == "host":
+        return HostIdempotencyStore(
+            settings.data_dir / "idempotency", settings.idempotency_window, settings.idempotency_max_keys
+        )
+    return MemoryIdempotencyStore(settings.idempotency_window, settings.idempotency_max_keys)
 
 
 @dataclass(slots=True)
@@ -137,6 +150,7 @@ class Runtime:
             dlq_topic=settings.kafka_topic_dlq,
             max_record_bytes=settings.kafka_message_max_bytes,
             max_in_flight=settings.max_in_flight_records,
+            fault_ack_deadline=settings.kafka_fault_ack_deadline.total_seconds(),
             tracing=tracing,
         )
         metrics.bind_live_values(
@@ -147,11 +161,7 @@ class Runtime:
                 metrics.spool_oldest_age: spool.stats_oldest_age,
             }
         )
-        idempotency: IdempotencyStore = (
-            DatabaseIdempotencyStore(engine, settings.idempotency_window)
-            if settings.idempotency_store == "database"
-            else MemoryIdempotencyStore(settings.idempotency_window, settings.idempotency_max_keys)
-        )
+        idempotency = idempotency_store(settings, engine)
         time_window = EventTimeWindow(settings.event_max_age, settings.event_max_future_skew)
         ingest = IngestService(publisher, idempotency, metrics, time_window)
         policy = TopicPolicy(settings.allowed_topics, settings.kafka_topic_pattern, settings.environment)

@@ -7,7 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.config.durations import Duration, format_duration
@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     # After a record timed out: how often to ask the cluster whether it answers again (then a
     # fresh producer, a breaker trial and the spool due at once: app/publishing/recovery.py).
     kafka_recovery_probe_interval: Duration = timedelta(milliseconds=500)
+    # While a broker connection has failed lately (a broker killed, a leader lost), a request stops
+    # waiting for acknowledgements after this long and spools what is unacknowledged, so that a
+    # leader election does not hold producers for the cluster's whole failure detection time
+    # (Kafka's broker.session.timeout.ms, 9 s by default). 0 switches it off.
+    kafka_fault_ack_deadline: Duration = timedelta(seconds=1)
     max_in_flight_records: Annotated[int, Field(ge=1, le=10_000_000)] = 50_000
     # Ingest requests one worker serves at once; more are answered 503 `overloaded` before their
     # body is read (0: no limit). Far above what a worker needs at full speed (tens).
@@ -128,7 +133,9 @@ class Settings(BaseSettings):
 
     # --- Idempotency (client_attempt_id, Idempotency-Key)
     idempotency_window: Duration = timedelta(hours=24)
-    idempotency_store: Literal["memory", "database"] = "memory"
+    # auto: memory with one worker, host with several; memory with several workers is refused (each
+    # worker would remember only its own keys, so a repeat reaching another worker is published again).
+    idempotency_store: Literal["auto", "memory", "host", "database"] = "auto"
     idempotency_max_keys: Annotated[int, Field(ge=1, le=100_000_000)] = 1_000_000
 
     # --- Ingest API
@@ -196,6 +203,23 @@ class Settings(BaseSettings):
         """Topics rules may always name: ours, and KAFKA_ALLOWED_TOPICS."""
         listed = {item.strip() for item in self.kafka_allowed_topics.split(",") if item.strip()}
         return listed | set(self.configured_topics) | {self.kafka_topic_dlq}
+
+    @model_validator(mode="after")
+    def _one_idempotency_store_for_all_workers(self) -> Settings:
+        if self.idempotency_store == "memory" and self.workers > 1:
+            raise ValueError(
+                f"IDEMPOTENCY_STORE=memory keeps keys per process, so with WORKERS={self.workers} a repeat "
+                "reaching another worker is published again: use host (shared by this host's workers), "
+                "database (shared by every instance) or auto"
+            )
+        return self
+
+    @property
+    def idempotency_store_kind(self) -> Literal["memory", "host", "database"]:
+        """The store in use: IDEMPOTENCY_STORE with `auto` resolved by the number of workers."""
+        if self.idempotency_store == "auto":
+            return "memory" if self.workers == 1 else "host"
+        return self.idempotency_store
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -281,11 +305,13 @@ def _without_password(url: str) -> str:
 
 
 def _describe(error: dict[str, object]) -> str:
-    location = error.get("loc") or ("?",)
+    location = error.get("loc")
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    if not location:  # a rule across settings: its message names them
+        return f"invalid settings: {message}"
     assert isinstance(location, tuple)
     name = "__".join(str(part) for part in location).upper()
     value = "***" if _SECRET_SETTING.search(name) else repr(error.get("input"))
-    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
     return f"invalid setting {name}={value}: {message}"
 
 

@@ -50,6 +50,11 @@ PRODUCER_DEAD_CODES = frozenset(
 _PRODUCER_LOST_CODES = PRODUCER_DEAD_CODES | {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
 
 
+# Our own code for a record still unacknowledged at KAFKA_FAULT_ACK_DEADLINE while a broker
+# connection had failed: spooled, though the producer may still deliver it (a duplicate, then).
+ACK_DEADLINE_PASSED = -2
+
+
 class DeliveryError(Exception):
     """A record Kafka did not acknowledge, with enough context to log and answer the client.
 
@@ -73,6 +78,11 @@ class DeliveryError(Exception):
         """Failed with its producer (replaced by us, or fenced by the broker), not because the
         cluster is down: no evidence of an outage for the breaker, and worth sending again soon."""
         return self.code in _PRODUCER_LOST_CODES
+
+    @property
+    def deadline_passed(self) -> bool:
+        """Still in the producer when the request stopped waiting for it during a broker failure."""
+        return self.code == ACK_DEADLINE_PASSED
 
     @classmethod
     def from_kafka(cls, topic: str, error: KafkaError) -> DeliveryError:

@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 # restarted broker an idempotent producer can stay stuck on its old requests): see OutageRecovery.
 TIMEOUT_CODES = frozenset({KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT})
 ERROR_LOG_INTERVAL = 10.0  # seconds between two log lines for the same kind of client error
+# Client errors that mean a broker connection failed (a broker down, killed or unreachable).
+BROKER_FAILURE_CODES = frozenset({KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN})
 
 Headers = list[tuple[str, str]]
 
@@ -94,17 +96,29 @@ class Delivery:
             self._on_timeout()
         self.settle(index, DeliveryError.from_kafka(self.topics[index], error))
 
-    async def wait(self, seconds: float) -> None:
-        """Until every record has a report, or `seconds` have passed (the rest then count as timed out)."""
-        if self._done.done():
-            return
-        timer = self._loop.call_later(max(0.0, seconds), _set_done, self._done)
-        try:
-            await self._done
-        finally:
-            timer.cancel()
-        if None in self.outcomes:  # no report in time: as much a timeout as librdkafka's own
+    async def wait(self, seconds: float, *, final: bool = True) -> bool:
+        """Until every record has a report, or `seconds` have passed; True when all have one.
+
+        After a `final` wait, records still without one count as timed out (as much a timeout
+        as librdkafka's own); a caller may wait in steps with `final=False` first.
+        """
+        if not self._done.done():
+            woken: asyncio.Future[None] = self._loop.create_future()
+
+            def wake(_: asyncio.Future[None]) -> None:
+                _set_done(woken)
+
+            self._done.add_done_callback(wake)
+            timer = self._loop.call_later(max(0.0, seconds), _set_done, woken)
+            try:
+                await woken
+            finally:
+                timer.cancel()
+                self._done.remove_done_callback(wake)
+        complete = None not in self.outcomes
+        if final and not complete:
             self._on_timeout()
+        return complete
 
     def error(self, index: int) -> DeliveryError | QueueFullError | None:
         """None when record `index` was acknowledged; its error otherwise (a missing report is a timeout)."""
@@ -145,6 +159,7 @@ class AsyncProducer:
         "_running",
         "_wake_scheduled",
         "all_brokers_down",
+        "broker_failed_at",
         "replacements",
         "timed_out",
     )
@@ -172,6 +187,8 @@ class AsyncProducer:
         # Set (from librdkafka's error callback) when no broker connection is up; OutageRecovery
         # checks it with a probe of its own (an idle disconnect reports the same) and clears it.
         self.all_brokers_down = asyncio.Event()
+        # time.monotonic() of the last failed broker connection (written by librdkafka's thread).
+        self.broker_failed_at = -1e9
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -196,6 +213,8 @@ class AsyncProducer:
         if error.fatal():
             self._fatal(error.str())
             return
+        if error.code() in BROKER_FAILURE_CODES:
+            self.broker_failed_at = time.monotonic()
         loop = self._loop
         if error.code() == KafkaError._ALL_BROKERS_DOWN and loop is not None and self._running.is_set():
             loop.call_soon_threadsafe(self.all_brokers_down.set)

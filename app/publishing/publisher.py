@@ -17,7 +17,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -29,9 +29,9 @@ from app.events.models import BaseEvent
 from app.observability.publisher_metrics import PublisherMetrics
 from app.observability.tracing import Tracing
 from app.publishing.breaker import DeliveryBreaker, OutageError
-from app.publishing.errors import BrokerUnavailableError, DeliveryError, QueueFullError
+from app.publishing.errors import ACK_DEADLINE_PASSED, BrokerUnavailableError, DeliveryError, QueueFullError
 from app.publishing.pause import PauseSwitch
-from app.publishing.producer import AsyncProducer
+from app.publishing.producer import AsyncProducer, Delivery
 from app.publishing.records import HeaderList, OutRecord, dead_letter_headers
 from app.publishing.retry import RetryPolicy
 from app.routing import templates
@@ -49,6 +49,11 @@ JSON_CONTENT_TYPE = "application/json"
 HEADER_BYTES_BOUND = 2048
 # How much longer than librdkafka's own message.timeout.ms we wait for a delivery report.
 ACK_GRACE_SECONDS = 2.0
+# A broker connection that failed this long before a request's send still counts as a fault in
+# progress for KAFKA_FAULT_ACK_DEADLINE (librdkafka reports a dead broker once, then on reconnects).
+RECENT_BROKER_FAILURE_SECONDS = 30.0
+# How often a request past KAFKA_FAULT_ACK_DEADLINE checks whether a broker failed meanwhile.
+FAULT_CHECK_SECONDS = 0.25
 
 
 class Outcome(StrEnum):
@@ -110,6 +115,7 @@ class EventPublisher:
         dlq_topic: str,
         max_record_bytes: int,
         max_in_flight: int,
+        fault_ack_deadline: float = 0.0,
         tracing: Tracing | None = None,
     ) -> None:
         self.producer = producer
@@ -123,6 +129,7 @@ class EventPublisher:
         self.pause = pause  # POST /admin/publisher/pause: everything goes to the spool
         self.dlq_topic = dlq_topic
         self._ack_timeout = ack_timeout
+        self._fault_ack_deadline = fault_ack_deadline
         self._max_record_bytes = max_record_bytes
         self._max_in_flight = max_in_flight
         self.in_flight = 0
@@ -291,8 +298,9 @@ class EventPublisher:
                     for record in retry_now:
                         self.metrics.record_retried(record.topic)
                     pending = retry_now
-                # Records lost with a replaced or fenced producer are no evidence of an outage.
-                evidence = [reason for record, reason in result.outage if not _producer_lost(record)]
+                # Records lost with a replaced or fenced producer are no evidence of an outage, nor
+                # are those given up on during a failover (the cluster is electing leaders).
+                evidence = [reason for record, reason in result.outage if not _no_outage_evidence(record)]
                 if evidence:
                     raise OutageError(evidence[0])
         except OutageError:
@@ -313,7 +321,12 @@ class EventPublisher:
         """One attempt for each record; returns the records worth another attempt (outages)."""
         records = [record for record in records if record.index not in failures]  # event refused: 429
         delivery = self.producer.send([(r.topic, r.value, r.key, r.headers) for r in records])
-        await delivery.wait(max(0.1, deadline - time.monotonic() + ACK_GRACE_SECONDS))
+        cut_short = await wait_for_reports(
+            delivery,
+            max(0.1, deadline - time.monotonic() + ACK_GRACE_SECONDS),
+            self._fault_ack_deadline,
+            lambda: self.producer.broker_failed_at,
+        )
         retry: list[OutRecord] = []
         published: dict[str, list[float]] = {}
         outcomes = delivery.outcomes
@@ -323,6 +336,18 @@ class EventPublisher:
             if type(latency) is float:  # acknowledged (the common case, checked without a call)
                 record.error = None
                 published.setdefault(record.topic, []).append(latency)
+                continue
+            if latency is None and cut_short:  # still in the producer: spooled, never sent again
+                record.error = DeliveryError(
+                    record.topic,
+                    ACK_DEADLINE_PASSED,
+                    "ACK_DEADLINE",
+                    "not acknowledged within KAFKA_FAULT_ACK_DEADLINE while a broker is failing "
+                    "(Kafka may still take this copy too)",
+                    True,
+                )
+                self._count_failure(record, record.error)
+                result.outage.append((record, _spool_reason(record)))
                 continue
             error = delivery.error(index)  # not acknowledged (no report in time is an ACK_TIMEOUT)
             if isinstance(error, QueueFullError):
@@ -448,8 +473,37 @@ class _Delivered:
     permanent: list[OutRecord] = field(default_factory=list)
 
 
-def _producer_lost(record: OutRecord) -> bool:
-    return record.error is not None and record.error.producer_lost
+async def wait_for_reports(
+    delivery: Delivery, seconds: float, fault_deadline: float, broker_failed_at: Callable[[], float]
+) -> bool:
+    """Wait up to `seconds` for a delivery's reports; True when given up on early: `fault_deadline`
+    has passed (0: never) and a broker connection failed lately (`broker_failed_at`, monotonic).
+
+    A leader lost with its broker is re-elected only once the cluster notices (Kafka's
+    broker.session.timeout.ms, 9 s by default); until then its partitions' records wait in the
+    producer. Their requests spool them instead and answer; the producer may deliver them as
+    well, which is a duplicate with the same event id after a fault.
+    """
+    step = fault_deadline
+    if step <= 0:
+        await delivery.wait(seconds)
+        return False
+    end = time.monotonic() + seconds
+    since = time.monotonic() - RECENT_BROKER_FAILURE_SECONDS
+    while True:
+        remaining = end - time.monotonic()
+        if remaining <= step:
+            await delivery.wait(remaining)
+            return False
+        if await delivery.wait(step, final=False):
+            return False
+        if broker_failed_at() >= since:
+            return True
+        step = FAULT_CHECK_SECONDS
+
+
+def _no_outage_evidence(record: OutRecord) -> bool:
+    return record.error is not None and (record.error.producer_lost or record.error.deadline_passed)
 
 
 def _spool_reason(record: OutRecord) -> str:

@@ -54,6 +54,21 @@ class SpoolFullError(Exception):
     """The spool holds SPOOL_MAX_RECORDS already: the event is not accepted (503)."""
 
 
+def _row(record: NewRecord, now: datetime) -> dict[str, Any]:
+    return {
+        "event_id": record.event_id,
+        "topic": record.topic,
+        "key": record.key,
+        "value": record.value,
+        "headers": [list(pair) for pair in record.headers],
+        "reason": record.reason,
+        "dlq_reason": record.dlq_reason,
+        "attempts": 0,
+        "created_at": now,
+        "next_attempt_at": now,
+    }
+
+
 class SpoolStore:
     """The `spooled_records` table."""
 
@@ -62,35 +77,38 @@ class SpoolStore:
         self.max_records = max_records
 
     def add(self, records: Sequence[NewRecord], known_depth: int | None = None) -> None:
-        """Insert records in order, in one transaction; SpoolFullError when over capacity.
+        """Insert records in order, in one transaction; SpoolFullError when over capacity."""
+        if not self.add_groups([records], known_depth)[0]:
+            raise self.full_error(known_depth)
+
+    def add_groups(self, groups: Sequence[Sequence[NewRecord]], known_depth: int | None = None) -> list[bool]:
+        """Insert several requests' records in one transaction, each group whole or not at all:
+        a group that would take the spool over SPOOL_MAX_RECORDS is left out (False).
 
         One multi-row INSERT (Core, not ORM objects): during an outage every request's events come
-        here, and the per-object work of the ORM cost more than the commit.
+        here, and the per-object work of the ORM cost more than the commit. `known_depth`, when
+        given, stands for counting the table (the caller knows the spool is far from full).
         """
         now = datetime.now(UTC)
         with self.engine.begin() as connection:
-            if known_depth is None:
-                known_depth = int(connection.scalar(select(func.count()).select_from(SpooledRecord)) or 0)
-            if known_depth + len(records) > self.max_records:
-                raise SpoolFullError(f"spool holds {known_depth} records; the limit is {self.max_records}")
-            connection.execute(
-                insert(SpooledRecord),
-                [
-                    {
-                        "event_id": record.event_id,
-                        "topic": record.topic,
-                        "key": record.key,
-                        "value": record.value,
-                        "headers": [list(pair) for pair in record.headers],
-                        "reason": record.reason,
-                        "dlq_reason": record.dlq_reason,
-                        "attempts": 0,
-                        "created_at": now,
-                        "next_attempt_at": now,
-                    }
-                    for record in records
-                ],
-            )
+            depth = known_depth
+            if depth is None:
+                depth = int(connection.scalar(select(func.count()).select_from(SpooledRecord)) or 0)
+            written: list[bool] = []
+            rows: list[dict[str, Any]] = []
+            for records in groups:
+                fits = depth + len(records) <= self.max_records
+                written.append(fits)
+                if fits:
+                    depth += len(records)
+                    rows += [_row(record, now) for record in records]
+            if rows:
+                connection.execute(insert(SpooledRecord), rows)
+        return written
+
+    def full_error(self, depth: int | None) -> SpoolFullError:
+        held = "is full" if depth is None else f"holds {depth} records"
+        return SpoolFullError(f"spool {held}; the limit is {self.max_records}")
 
     def stats(self) -> SpoolStats:
         with Session(self.engine) as session:

@@ -1,19 +1,27 @@
-"""The database idempotency store on SQLite and PostgreSQL: the group semantics of `reserve`, and one
-transaction per request however many keys it carries."""
+"""The stores every worker shares (the database store on SQLite and PostgreSQL, the host store's
+LMDB file): the group semantics of `reserve`, settling, expiry, and one transaction per request
+however many keys it carries."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import multiprocessing
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event
 
 from app.database.engine import create_database_engine
-from app.idempotency.store import DatabaseIdempotencyStore, KeyGroup
+from app.idempotency.host_store import HostIdempotencyStore
+from app.idempotency.store import DatabaseIdempotencyStore, IdempotencyStore, KeyGroup
 
 pytestmark = pytest.mark.integration
+
+StoreFactory = Callable[..., IdempotencyStore]
+DATABASE_URL_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "postgres_url"}
 
 
 @pytest.fixture
@@ -23,24 +31,34 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-def _store(engine: Engine, window: timedelta = timedelta(hours=1)) -> DatabaseIdempotencyStore:
-    return DatabaseIdempotencyStore(engine, window)
+@pytest.fixture(params=["sqlite", "postgresql", "host"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """A store of each shared kind, with the given window: the database store on both databases,
+    the host store."""
+    if request.param == "host":
+        yield lambda window=timedelta(hours=1): HostIdempotencyStore(tmp_path / "keys", window, 1000)
+        return
+    engine = create_database_engine(request.getfixturevalue(DATABASE_URL_FIXTURES[request.param]))
+    yield lambda window=timedelta(hours=1): DatabaseIdempotencyStore(engine, window)
+    engine.dispose()
 
 
 def _group(*keys: str, answer: str = "first") -> KeyGroup:
     return [(key, {"event_id": f"{answer}-{key}"}) for key in keys]
 
 
-async def test_groups_reserve_in_order_and_a_repeat_within_the_call_is_known(engine: Engine) -> None:
-    store = _store(engine)
+async def test_groups_reserve_in_order_and_a_repeat_within_the_call_is_known(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store()
     answers = await store.reserve([_group("a"), _group("b"), _group("a", answer="second")])
     assert answers == [None, None, (0, {"event_id": "first-a"})]
     again = await store.reserve([_group("b", answer="later"), _group("c")])
     assert again == [(0, {"event_id": "first-b"}), None]
 
 
-async def test_a_known_key_frees_the_rest_of_its_group(engine: Engine) -> None:
-    store = _store(engine)
+async def test_a_known_key_frees_the_rest_of_its_group(make_store: StoreFactory) -> None:
+    store = make_store()
     assert await store.reserve([_group("live")]) == [None]
     answers = await store.reserve([_group("x", "live", "y", answer="mine")])
     assert answers == [(1, {"event_id": "first-live"})]
@@ -48,22 +66,22 @@ async def test_a_known_key_frees_the_rest_of_its_group(engine: Engine) -> None:
     assert await store.reserve([_group("x", "y", answer="other")]) == [None]
 
 
-async def test_settle_completes_and_releases(engine: Engine) -> None:
-    store = _store(engine)
+async def test_settle_completes_and_releases(make_store: StoreFactory) -> None:
+    store = make_store()
     await store.reserve([_group("done"), _group("failed")])
     await store.settle({"done": {"event_id": "final"}}, ["failed"])
     answers = await store.reserve([_group("done", answer="retry"), _group("failed", answer="retry")])
     assert answers == [(0, {"event_id": "final"}), None]
 
 
-async def test_an_expired_key_is_taken_over(engine: Engine) -> None:
-    store = _store(engine, window=timedelta(seconds=-1))  # everything reserved is expired at once
+async def test_an_expired_key_is_taken_over(make_store: StoreFactory) -> None:
+    store = make_store(window=timedelta(seconds=-1))  # everything reserved is expired at once
     assert await store.reserve([_group("old")]) == [None]
     assert await store.reserve([_group("old", answer="new")]) == [None]
 
 
 async def test_a_request_of_a_hundred_keys_is_one_transaction(engine: Engine) -> None:
-    store = _store(engine)
+    store = DatabaseIdempotencyStore(engine, timedelta(hours=1))
     commits: list[Any] = []
     event.listen(engine, "commit", lambda connection: commits.append(connection))
     groups = [_group(f"attempt-{n}") for n in range(100)]
@@ -71,3 +89,47 @@ async def test_a_request_of_a_hundred_keys_is_one_transaction(engine: Engine) ->
     assert len(commits) == 1
     await store.settle({f"attempt-{n}": {"event_id": "done"} for n in range(100)}, [])
     assert len(commits) == 2
+
+
+def _reserve_in_another_process(directory: Path, key: str) -> None:
+    store = HostIdempotencyStore(directory, timedelta(hours=1), 1000)
+    assert asyncio.run(store.reserve([_group(key, answer="other-process")])) == [None]
+
+
+async def test_the_host_store_is_shared_by_processes(tmp_path: Path) -> None:
+    store = HostIdempotencyStore(tmp_path / "keys", timedelta(hours=1), 1000)
+    assert await store.reserve([_group("here")]) == [None]
+    worker = multiprocessing.get_context("spawn").Process(
+        target=_reserve_in_another_process, args=(tmp_path / "keys", "there")
+    )
+    worker.start()
+    worker.join(timeout=60)
+    assert worker.exitcode == 0
+    answers = await store.reserve([_group("there", answer="late"), _group("here", answer="late")])
+    assert answers == [(0, {"event_id": "other-process-there"}), (0, {"event_id": "first-here"})]
+
+
+async def test_the_host_store_keeps_at_most_max_keys_dropping_the_oldest(tmp_path: Path) -> None:
+    store = HostIdempotencyStore(tmp_path / "keys", timedelta(hours=1), max_keys=10)
+    for n in range(25):
+        assert await store.reserve([_group(f"key-{n}")]) == [None]
+    assert store.count() == 10
+    assert await store.reserve([_group("key-24", answer="again")]) == [(0, {"event_id": "first-key-24"})]
+    assert await store.reserve([_group("key-0", answer="again")]) == [None]  # forgotten, as the bound says
+
+
+async def test_the_host_store_removes_expired_keys_as_keys_are_added(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    store = HostIdempotencyStore(tmp_path / "keys", timedelta(seconds=10), 1000, clock=lambda: now[0])
+    await store.reserve([_group(f"old-{n}") for n in range(50)])
+    now[0] += 11
+    await store.reserve([_group("new")])
+    assert store.count() == 1
+
+
+async def test_the_host_store_takes_keys_longer_than_lmdb_allows(tmp_path: Path) -> None:
+    store = HostIdempotencyStore(tmp_path / "keys", timedelta(hours=1), 1000)
+    long_key = "k" * 2000
+    assert await store.reserve([_group(long_key)]) == [None]
+    await store.settle({long_key: {"event_id": "final"}}, [])
+    assert await store.reserve([_group(long_key, answer="again")]) == [(0, {"event_id": "final"})]

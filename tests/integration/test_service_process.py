@@ -210,6 +210,7 @@ def test_several_workers_report_the_sum_to_prometheus(
         KAFKA_BROKERS=kafka_bootstrap,
         PORT=str(service_port),
         DATABASE_URL=sqlite_url,
+        DATA_DIR=str(tmp_path / "data"),
         WORKERS="2",
         PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
         **topics,
@@ -254,6 +255,33 @@ def test_several_workers_report_the_sum_to_prometheus(
     assert len(pids) == 2, "both workers should have served requests"
 
 
+def test_a_repeat_reaching_another_worker_is_answered_duplicate_and_published_once(
+    kafka_bootstrap: str, service_port: int, tmp_path: Path, sqlite_url: str
+) -> None:
+    """With several workers the default idempotency store is the one they share (the host store):
+    the same attempt posted on fresh connections, so both workers take copies, reaches Kafka once."""
+    topics = {key.upper(): value for key, value in topic_settings(f"repeat{service_port}").items()}
+    env = _env(
+        KAFKA_BROKERS=kafka_bootstrap,
+        DATABASE_URL=sqlite_url,
+        DATA_DIR=str(tmp_path / "data"),
+        WORKERS="2",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
+        **topics,
+    )
+    event = attempt(user_id="repeat-user", client_attempt_id="repeat-attempt")
+    with _running_service(env, service_port, tmp_path / "service.log"):
+        url = f"http://127.0.0.1:{service_port}"
+        answers = [httpx.post(f"{url}/v1/events/attempts", json=event, timeout=15) for _ in range(12)]
+        workers = {httpx.get(f"{url}/metrics/publisher", timeout=15).json()["pid"] for _ in range(12)}
+    assert len(workers) == 2, "both workers should take fresh connections"
+    statuses = [answer.json()["status"] for answer in answers]
+    assert statuses == ["accepted"] + ["duplicate"] * 11, statuses
+    assert {answer.json()["event_id"] for answer in answers} == {answers[0].json()["event_id"]}
+    records = read_topic(kafka_bootstrap, topics["KAFKA_TOPIC_ATTEMPTS"], expected=1)
+    assert len(records) == 1
+
+
 def test_workers_share_long_lived_connections_and_a_dead_worker_is_replaced(
     kafka_bootstrap: str, service_port: int, tmp_path: Path, sqlite_url: str
 ) -> None:
@@ -264,6 +292,7 @@ def test_workers_share_long_lived_connections_and_a_dead_worker_is_replaced(
     env = _env(
         KAFKA_BROKERS=kafka_bootstrap,
         DATABASE_URL=sqlite_url,
+        DATA_DIR=str(tmp_path / "data"),
         WORKERS="2",
         PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
     )
@@ -307,6 +336,7 @@ def test_a_worker_that_cannot_start_stops_the_service_with_an_error(
     env = _env(
         KAFKA_BROKERS="127.0.0.1:1",
         DATABASE_URL=f"sqlite:///{tmp_path / 'missing-directory' / 'ingest.db'}",
+        DATA_DIR=str(tmp_path / "data"),
         WORKERS="2",
         PORT=str(service_port),
         PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),

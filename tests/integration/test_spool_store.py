@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import event, inspect
 
 from app.database import migrations
 from app.database.engine import DatabaseNotMigratedError, check_schema, create_database_engine
@@ -196,3 +197,23 @@ async def test_a_spool_emptied_by_the_relay_reports_no_oldest_age(store: SpoolSt
     spool.removed(1)
     assert spool.stats.depth == 0
     assert spool.stats_oldest_age() == 0.0
+
+
+async def test_requests_spooling_together_share_one_transaction(store: SpoolStore) -> None:
+    """Group commit: the writes of requests that arrive while one is being written go in one
+    transaction; a request that would overfill the spool is refused alone."""
+    commits: list[object] = []
+    event.listen(store.engine, "commit", commits.append)
+    spool = Spool(store)
+    requests = [[_record(n)] for n in range(3)] + [[_record(10 + n) for n in range(8)]] + [[_record(20)]]
+    answers = await asyncio.gather(*(spool.add(records) for records in requests), return_exceptions=True)
+    assert [type(answer).__name__ for answer in answers] == ["NoneType"] * 3 + ["SpoolFullError", "NoneType"]
+    assert len(commits) <= 2  # the first request alone, or with the others; then all the rest together
+    assert store.stats().depth == 4
+    assert spool.stats.depth == 4
+    assert [row.event_id[-2:] for row in store.claim_due("me", limit=10, lease=timedelta(seconds=30))] == [
+        "00",
+        "01",
+        "02",
+        "20",
+    ]

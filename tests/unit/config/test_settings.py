@@ -122,6 +122,26 @@ def test_a_bad_value_is_one_line_naming_the_variable(
     assert message.startswith(expected)
 
 
+@pytest.mark.parametrize(
+    ("workers", "configured", "in_use"),
+    [(1, "auto", "memory"), (2, "auto", "host"), (1, "host", "host"), (4, "database", "database")],
+)
+def test_the_idempotency_store_follows_the_number_of_workers(
+    workers: int, configured: str, in_use: str
+) -> None:
+    settings = load_settings(_env_file=None, workers=workers, idempotency_store=configured)
+    assert settings.idempotency_store_kind == in_use
+
+
+def test_a_per_process_idempotency_store_with_several_workers_is_refused() -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings(_env_file=None, workers=2, idempotency_store="memory")
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith("invalid settings: IDEMPOTENCY_STORE=memory keeps keys per process")
+    assert "WORKERS=2" in message
+
+
 def test_service_refuses_to_start_with_a_bad_value() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "app"],

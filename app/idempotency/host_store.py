@@ -1,0 +1,159 @@
+"""Seen keys in an LMDB file that every worker process of this host opens: one store for them all.
+
+The memory store is per process, so with several workers a repeat that lands on another worker
+was published twice; the database store is shared by every instance but costs a database round
+trip (and Python per row) for each request. LMDB is a memory-mapped B-tree built for many
+processes on one host: a request's keys are reserved in one write transaction of a few
+microseconds per key, under a lock shared by the processes, without a server.
+
+Commits are not fsynced: a worker that crashes loses nothing (the pages are in the kernel's
+cache), an operating-system crash may forget the last keys, which can only let a repeat through
+after that fault (at least once allows it). Two sub-databases: `keys` maps a key to its expiry
+and stored answer, `expiry` orders the same keys by expiry so that expired keys, and the oldest
+above IDEMPOTENCY_MAX_KEYS, are removed a few at a time by the requests that add keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+
+import lmdb
+import orjson
+
+from app.idempotency.store import KeyGroup, Known, StoredResult, reserve_groups
+
+_EXPIRY = struct.Struct(">d")  # big-endian, so byte order is time order in the expiry index
+BYTES_PER_KEY = 2048  # the map's reserved (virtual) size per key; the file grows only as used
+TRIM_SPARE = 64  # expired keys a request may remove beyond the number it adds
+
+_environments: dict[Path, lmdb.Environment] = {}  # LMDB allows one open per file per process
+_environments_lock = threading.Lock()
+
+
+def open_environment(directory: Path, max_keys: int) -> lmdb.Environment:
+    """This process's handle on the store in `directory`, opened on first use."""
+    directory = directory.resolve()
+    with _environments_lock:
+        environment = _environments.get(directory)
+        if environment is None:
+            directory.mkdir(parents=True, exist_ok=True)
+            environment = lmdb.open(
+                str(directory),
+                map_size=64 * 1024 * 1024 + max_keys * BYTES_PER_KEY,
+                max_dbs=2,
+                sync=False,
+                metasync=False,
+                readahead=False,
+            )
+            environment.reader_check()  # reader slots left by a killed worker
+            _environments[directory] = environment
+        return environment
+
+
+def _stored_key(key: str) -> bytes:
+    """A key's 16-byte BLAKE2b digest: LMDB keys stop at 511 bytes (an Idempotency-Key may be
+    longer), and short fixed-size keys fit more to a page; a collision is a 2^-128 chance a pair."""
+    return hashlib.blake2b(key.encode(), digest_size=16).digest()
+
+
+class HostIdempotencyStore:
+    """`IdempotencyStore` shared by the processes of one host through an LMDB file."""
+
+    def __init__(
+        self,
+        directory: Path,
+        window: timedelta,
+        max_keys: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._environment = open_environment(directory, max_keys)
+        self._keys = self._environment.open_db(b"keys")
+        self._expiry = self._environment.open_db(b"expiry")
+        self._window = window.total_seconds()
+        self._max_keys = max_keys
+        self._clock = clock
+
+    async def reserve(self, groups: Sequence[KeyGroup]) -> list[Known | None]:
+        if not any(groups):
+            return [None for _ in groups]
+        now = self._clock()
+        expires = now + self._window
+        with self._environment.begin(write=True) as txn:
+            added = 0
+
+            def take(key: str, provisional: StoredResult) -> StoredResult | None:
+                nonlocal added
+                known = self._take(txn, _stored_key(key), provisional, now, expires)
+                added += known is None
+                return known
+
+            answers = reserve_groups(groups, take, lambda key: self._remove(txn, _stored_key(key)))
+            self._trim(txn, now, added + TRIM_SPARE)
+        return answers
+
+    async def settle(self, completed: Mapping[str, StoredResult], released: Sequence[str]) -> None:
+        if not completed and not released:
+            return
+        expires = self._clock() + self._window
+        with self._environment.begin(write=True) as txn:
+            for key, result in completed.items():
+                stored = _stored_key(key)
+                found = txn.get(stored, db=self._keys)
+                if found is None:  # trimmed meanwhile (over the bound): stored again
+                    self._put(txn, stored, expires, result)
+                else:
+                    txn.put(stored, found[: _EXPIRY.size] + orjson.dumps(result), db=self._keys)
+            for key in released:
+                self._remove(txn, _stored_key(key))
+
+    def _take(
+        self, txn: lmdb.Transaction, key: bytes, provisional: StoredResult, now: float, expires: float
+    ) -> StoredResult | None:
+        value = _EXPIRY.pack(expires) + orjson.dumps(provisional)
+        if txn.put(key, value, overwrite=False, db=self._keys):
+            txn.put(_EXPIRY.pack(expires) + key, b"", db=self._expiry)
+            return None
+        found = txn.get(key, db=self._keys)
+        assert found is not None  # the put above was refused because the key is there
+        (found_expires,) = _EXPIRY.unpack_from(found)
+        if found_expires > now:
+            answer: StoredResult = orjson.loads(found[_EXPIRY.size :])
+            return answer
+        txn.delete(_EXPIRY.pack(found_expires) + key, db=self._expiry)  # expired: taken over
+        self._put(txn, key, expires, provisional)
+        return None
+
+    def _put(self, txn: lmdb.Transaction, key: bytes, expires: float, result: StoredResult) -> None:
+        txn.put(key, _EXPIRY.pack(expires) + orjson.dumps(result), db=self._keys)
+        txn.put(_EXPIRY.pack(expires) + key, b"", db=self._expiry)
+
+    def _remove(self, txn: lmdb.Transaction, key: bytes) -> None:
+        found = txn.pop(key, db=self._keys)
+        if found is not None:
+            txn.delete(bytes(found[: _EXPIRY.size]) + key, db=self._expiry)
+
+    def _trim(self, txn: lmdb.Transaction, now: float, budget: int) -> None:
+        """Remove expired keys, oldest first, then the oldest above the bound; at most `budget`."""
+        excess = txn.stat(self._keys)["entries"] - self._max_keys
+        cursor = txn.cursor(db=self._expiry)
+        removed = 0
+        while removed < budget and cursor.first():
+            entry = cursor.key()
+            (entry_expires,) = _EXPIRY.unpack_from(entry)
+            if entry_expires > now and excess <= 0:
+                break
+            cursor.delete()
+            txn.delete(entry[_EXPIRY.size :], db=self._keys)
+            excess -= 1
+            removed += 1
+
+    def count(self) -> int:
+        """Keys held now, expired ones not yet removed included."""
+        with self._environment.begin() as txn:
+            return int(txn.stat(self._keys)["entries"])
