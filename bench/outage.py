@@ -3,8 +3,11 @@
 For each spool database (SQLite, and PostgreSQL started here with its default durable settings),
 the service (WORKERS workers) takes batches of 100 at 32 connections with the development broker up,
 then the broker is killed, the circuit breaker opens, and the same load is measured again: every
-event now goes to the spool. Target: at least half of the normal rate, p99 under 250 ms. Prints a
-table and writes JSON to bench/results/.
+event now goes to the spool. Each is measured flat out (the rate) and at a fixed half of the rate
+with Kafka up (the latency when not saturated: flat out, 32 connections queue for two cores and
+the p50 is simply connections / requests per second, with Kafka up as much as down).
+Targets: flat out, at least half of the normal rate; at half the normal rate, p99 under 250 ms.
+Prints a table and writes JSON to bench/results/.
 """
 
 from __future__ import annotations
@@ -95,16 +98,25 @@ def _one_database(name: str, database: str, options: argparse.Namespace, workdir
         with _process([PYTHON, "-m", "app"], env, port, workdir / f"service-{name}.log") as pid:
             _wrk(port, "/v1/events/attempts", "single", 1, options.settle, 4, 0, workdir)
             print(f"… {name}: Kafka up", file=sys.stderr)
-            results.append(
-                _measure(f"batch, Kafka up, spool {name}", "service", pid, port, "batch", options, workdir)
-            )
+            up = _measure(f"batch, Kafka up, spool {name}", "service", pid, port, "batch", options, workdir)
+            # A fixed rate of half the Kafka-up maximum, with Kafka up and then down.
+            delay_ms = max(1, round(options.connections / max(1.0, up.requests_per_s / 2) * 1000))
+            half_up = _measure(
+                f"batch, Kafka up, half rate, {name}", "service", pid, port, "batch", options, workdir,
+                delay_ms=delay_ms,
+            )  # fmt: skip
             broker.kill()
             options.broker_pid = None
             _wait_for_open_breaker(port)
             print(f"… {name}: Kafka down", file=sys.stderr)
-            results.append(
-                _measure(f"batch, Kafka down, spool {name}", "service", pid, port, "batch", options, workdir)
+            down = _measure(
+                f"batch, Kafka down, spool {name}", "service", pid, port, "batch", options, workdir
             )
+            half_down = _measure(
+                f"batch, Kafka down, half rate, {name}", "service", pid, port, "batch", options, workdir,
+                delay_ms=delay_ms,
+            )  # fmt: skip
+            results += [up, half_up, down, half_down]
     finally:
         broker.stop()
     return results
@@ -115,20 +127,22 @@ def _print(results: list[Result], options: argparse.Namespace) -> None:
         f"{options.duration:g} s measured after {options.warmup:g} s of warm-up, {options.connections} connections, "
         f"batches of 100, WORKERS={options.workers}; Kafka down = development broker killed, breaker open"
     )
-    header = f"{'scenario':36} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'err':>5} {'cores svc':>9}"
+    header = f"{'scenario':40} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'err':>5} {'cores svc':>9}"
     print(header)
     print("-" * len(header))
     for r in results:
         print(
-            f"{r.name:36} {r.events_per_s:9.0f} {r.p50_ms:7.1f} {r.p99_ms:7.1f} {r.errors:5d} {r.cores_service or 0:9.2f}"
+            f"{r.name:40} {r.events_per_s:9.0f} {r.p50_ms:7.1f} {r.p99_ms:7.1f} {r.errors:5d} {r.cores_service or 0:9.2f}"
         )
     print()
-    for up, down in zip(results[::2], results[1::2], strict=False):
+    for start in range(0, len(results) - 3, 4):
+        up, half_up, down, half_down = results[start : start + 4]
         ratio = down.events_per_s / max(1.0, up.events_per_s)
-        verdict = "met" if ratio >= RATIO_TARGET and down.p99_ms < P99_TARGET_MS else "NOT met"
+        verdict = "met" if ratio >= RATIO_TARGET and half_down.p99_ms < P99_TARGET_MS else "NOT met"
         print(
-            f"{down.name}: {ratio:.2f} of the rate with Kafka up (target >= {RATIO_TARGET}), "
-            f"p99 {down.p99_ms:.0f} ms (target < {P99_TARGET_MS:.0f}): {verdict}"
+            f"{down.name}: {ratio:.2f} of the rate with Kafka up (target >= {RATIO_TARGET}); at half "
+            f"that rate p99 {half_down.p99_ms:.0f} ms (target < {P99_TARGET_MS:.0f}; "
+            f"{half_up.p99_ms:.0f} ms with Kafka up): {verdict}"
         )
 
 
