@@ -13,8 +13,9 @@ from sqlalchemy import Engine
 from app.config.settings import Settings
 from app.database.engine import check_schema, create_database_engine
 from app.events.time_window import EventTimeWindow
+from app.idempotency.database_store import DatabaseIdempotencyStore
 from app.idempotency.host_store import HostIdempotencyStore
-from app.idempotency.store import DatabaseIdempotencyStore, IdempotencyStore, MemoryIdempotencyStore
+from app.idempotency.store import IdempotencyStore, MemoryIdempotencyStore
 from app.ingest.service import IngestService
 from app.observability.publisher_metrics import PublisherMetrics
 from app.observability.tracing import Tracing, build_tracing
@@ -42,11 +43,14 @@ logger = logging.getLogger(__name__)
 TOPIC_CHECK_RETRY_SECONDS = 10.0
 
 
-def idempotency_store(settings: Settings, engine: Engine) -> IdempotencyStore:
+IDEMPOTENCY_PURGE_SECONDS = 60.0  # how often a worker deletes expired keys from the database store
+
+
+def idempotency_store(settings: Settings) -> IdempotencyStore:
     """The store IDEMPOTENCY_STORE names (`auto` resolved by the number of workers)."""
     kind = settings.idempotency_store_kind
     if kind == "database":
-        return DatabaseIdempotencyStore(engine, settings.idempotency_window)
+        return DatabaseIdempotencyStore.for_database(settings.sqlalchemy_url, settings.idempotency_window)
     if kind == "host":
         return HostIdempotencyStore(
             settings.data_dir / "idempotency", settings.idempotency_window, settings.idempotency_max_keys
@@ -161,7 +165,7 @@ class Runtime:
                 metrics.spool_oldest_age: spool.stats_oldest_age,
             }
         )
-        idempotency = idempotency_store(settings, engine)
+        idempotency = idempotency_store(settings)
         time_window = EventTimeWindow(settings.event_max_age, settings.event_max_future_skew)
         ingest = IngestService(publisher, idempotency, metrics, time_window)
         policy = TopicPolicy(settings.allowed_topics, settings.kafka_topic_pattern, settings.environment)
@@ -203,7 +207,10 @@ class Runtime:
         self.relay.start()
         self.recovery.start()
         self.metrics.bind_live_values({self.metrics.ready: lambda: float(self.readiness.ready)})
-        for job, name in ((self._prepare_topics(), "prepare-topics"), (self._watch_readiness(), "readiness")):
+        jobs = [(self._prepare_topics(), "prepare-topics"), (self._watch_readiness(), "readiness")]
+        if isinstance(self.ingest.idempotency, DatabaseIdempotencyStore):
+            jobs.append((self._purge_idempotency_keys(self.ingest.idempotency), "idempotency-purge"))
+        for job, name in jobs:
             task = asyncio.create_task(job, name=name)
             self.background.add(task)
             task.add_done_callback(self.background.discard)
@@ -296,8 +303,22 @@ class Runtime:
         await self.relay.stop()
         left = await self.producer.close(self.settings.shutdown_flush_timeout.total_seconds())
         self.engine.dispose()
+        if isinstance(self.ingest.idempotency, DatabaseIdempotencyStore):
+            self.ingest.idempotency.close()
         await asyncio.to_thread(self.tracing.shutdown)
         return left
+
+    async def _purge_idempotency_keys(self, store: DatabaseIdempotencyStore) -> None:
+        """Delete expired keys now and then (every worker does; a delete finds nothing twice)."""
+        while True:
+            await asyncio.sleep(IDEMPOTENCY_PURGE_SECONDS)
+            try:
+                purged = await asyncio.to_thread(store.purge_expired)
+            except Exception:  # the database may be away for a while: try again next time
+                logger.exception("purging expired idempotency keys failed")
+                continue
+            if purged:
+                logger.info("expired idempotency keys purged", extra={"keys": purged})
 
     async def check_ready(self) -> Readiness:
         """Ready when not shutting down and the cluster answered a metadata request recently."""

@@ -15,11 +15,17 @@ class DatabaseNotMigratedError(RuntimeError):
     """The tables are missing: `alembic upgrade head` has not run against this database."""
 
 
-def create_database_engine(url: str) -> Engine:
-    """An engine for `url`; SQLite files get WAL mode and synchronous=FULL (a 2xx must survive a crash)."""
+def create_database_engine(url: str, *, durable: bool = True) -> Engine:
+    """An engine for `url`; SQLite files get WAL mode and synchronous=FULL (a 2xx must survive a crash).
+
+    `durable=False` is for writes a crash may lose without breaking a promise (idempotency keys):
+    commits return without waiting for the disk (SQLite synchronous=NORMAL, PostgreSQL
+    synchronous_commit=off), the database stays consistent.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        options = {} if durable else {"connect_args": {"options": "-c synchronous_commit=off"}}
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, **options)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
@@ -28,7 +34,7 @@ def create_database_engine(url: str) -> Engine:
     def _sqlite_pragmas(connection: Any, _record: Any) -> None:
         cursor = connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 

@@ -1,4 +1,5 @@
-"""Where seen keys live for IDEMPOTENCY_WINDOW: in memory (one process) or in the database (shared).
+"""What every idempotency store does, and the memory store (one process). The others: a file the
+workers of a host share (host_store.py) and the database, shared by every instance (database_store.py).
 
 A key is reserved before its event is published, so two concurrent copies cannot both publish;
 it is completed with the answer given, or released when the event was not accepted (so a retry
@@ -7,22 +8,13 @@ after a 429/503 is processed, not answered as a duplicate).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, bindparam, delete, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
-
-from app.database.schema import IdempotencyKey
-
 StoredResult = dict[str, Any]
-CLASSIFY_ROUNDS = 5  # insert-or-read rounds before giving up on keys released and re-taken meanwhile
 
 
 KeyGroup = Sequence[tuple[str, StoredResult]]  # one event's keys, each with its provisional answer
@@ -65,7 +57,7 @@ def reserve_groups(
     return answers
 
 
-def _assign(
+def assign_groups(
     groups: Sequence[KeyGroup], live: Mapping[str, StoredResult]
 ) -> tuple[list[Known | None], dict[str, StoredResult]]:
     """`IdempotencyStore.reserve`'s group semantics, given the keys already `live` elsewhere:
@@ -116,112 +108,3 @@ class MemoryIdempotencyStore:
             self._entries[key] = (expires, result)
         for key in released:
             self._release(key)
-
-
-class DatabaseIdempotencyStore:
-    """The `idempotency_keys` table, shared by every worker and instance using the same database.
-
-    A request's keys cost one transaction to reserve and one to settle, whatever their number:
-    a multi-row insert that skips keys already there (and says which it inserted), one locking read
-    of those, and the group semantics worked out in memory. One transaction per key made a batch
-    of 100 attempts cost ~200 commits.
-    """
-
-    def __init__(self, engine: Engine, window: timedelta) -> None:
-        self._engine = engine
-        self._window = window
-        dialect = engine.dialect.name
-        if dialect not in ("sqlite", "postgresql"):
-            raise ValueError(f"the database idempotency store supports SQLite and PostgreSQL, not {dialect}")
-        self._insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
-
-    async def reserve(self, groups: Sequence[KeyGroup]) -> list[Known | None]:
-        if not any(groups):
-            return [None for _ in groups]
-        return await asyncio.to_thread(self._reserve_all, groups)
-
-    def _reserve_all(self, groups: Sequence[KeyGroup]) -> list[Known | None]:
-        now = datetime.now(UTC)
-        expires = now + self._window
-        first: dict[str, StoredResult] = {}  # each key with the provisional answer of its first use
-        for group in groups:
-            for key, provisional in group:
-                first.setdefault(key, provisional)
-        with self._engine.begin() as connection:
-            ours, live, taken_over = self._classify(connection, first, expires, now)
-            answers, assigned = _assign(groups, live)
-            stale = [key for key in ours if key not in assigned]
-            if stale:  # reserved by this call, then not needed: as if never reserved
-                connection.execute(delete(IdempotencyKey).where(IdempotencyKey.key.in_(stale)))
-            changed = [
-                {"k": key, "r": result, "e": expires}
-                for key, result in assigned.items()
-                if key in ours and (result is not first[key] or key in taken_over)
-            ]
-            if changed:  # taken over, or assigned to a later use than the first
-                connection.execute(
-                    update(IdempotencyKey)
-                    .where(IdempotencyKey.key == bindparam("k"))
-                    .values(result=bindparam("r"), expires_at=bindparam("e")),
-                    changed,
-                )
-        return answers
-
-    def _classify(
-        self, connection: Connection, first: dict[str, StoredResult], expires: datetime, now: datetime
-    ) -> tuple[set[str], dict[str, StoredResult], set[str]]:
-        """Which keys this call now holds (inserted, or expired and taken over) and which are live
-        elsewhere, with their answers. A key released by another request between our insert and
-        our read is tried again (a few rounds at most: each round needs a concurrent release)."""
-        ours: set[str] = set()
-        live: dict[str, StoredResult] = {}
-        taken_over: set[str] = set()
-        pending = list(first)
-        insert_new = self._insert(IdempotencyKey).on_conflict_do_nothing(index_elements=["key"])
-        for _ in range(CLASSIFY_ROUNDS):
-            rows = [{"key": key, "result": first[key], "expires_at": expires} for key in pending]
-            inserted = set(connection.scalars(insert_new.returning(IdempotencyKey.key), rows))
-            ours |= inserted
-            others = [key for key in pending if key not in inserted]
-            if not others:
-                return ours, live, taken_over
-            found = connection.execute(
-                select(IdempotencyKey.key, IdempotencyKey.result, IdempotencyKey.expires_at)
-                .where(IdempotencyKey.key.in_(others))
-                .with_for_update()
-            )
-            for key, result, expires_at in found:
-                if (expires_at if expires_at.tzinfo else expires_at.replace(tzinfo=UTC)) > now:
-                    live[key] = dict(result)
-                else:
-                    ours.add(key)
-                    taken_over.add(key)
-            pending = [key for key in others if key not in live and key not in ours]
-            if not pending:
-                return ours, live, taken_over
-        raise RuntimeError(f"idempotency keys kept changing under this request: {pending[:3]}")
-
-    async def settle(self, completed: Mapping[str, StoredResult], released: Sequence[str]) -> None:
-        if completed or released:
-            await asyncio.to_thread(self._settle, dict(completed), list(released))
-
-    def _settle(self, completed: dict[str, StoredResult], released: list[str]) -> None:
-        with self._engine.begin() as connection:
-            if completed:
-                connection.execute(
-                    update(IdempotencyKey)
-                    .where(IdempotencyKey.key == bindparam("k"))
-                    .values(result=bindparam("r")),
-                    [{"k": key, "r": result} for key, result in completed.items()],
-                )
-            if released:
-                connection.execute(delete(IdempotencyKey).where(IdempotencyKey.key.in_(released)))
-
-    def purge_expired(self) -> int:
-        with Session(self._engine) as session, session.begin():
-            now = datetime.now(UTC)
-            expired = list(
-                session.scalars(select(IdempotencyKey.key).where(IdempotencyKey.expires_at <= now))
-            )
-            session.execute(delete(IdempotencyKey).where(IdempotencyKey.key.in_(expired)))
-            return len(expired)

@@ -295,6 +295,12 @@ class EventPublisher:
                         result.outage += [(record, _spool_reason(record)) for record in retry_now]
                         break
                     await asyncio.sleep(wait)
+                    if self.draining or self.breaker.rejecting():
+                        # Kafka was found down meanwhile: hand the producer nothing more. (A record
+                        # queued now would go out with the old producer id when a broker comes back,
+                        # and a broker that lost its state may take that id for our next producer.)
+                        result.outage += [(record, _spool_reason(record)) for record in retry_now]
+                        break
                     for record in retry_now:
                         self.metrics.record_retried(record.topic)
                     pending = retry_now

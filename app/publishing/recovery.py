@@ -75,6 +75,11 @@ class OutageRecovery:
             await asyncio.sleep(self._probe_interval)
 
     async def _probe_round(self) -> None:
+        if self.down:
+            # Nothing the producer holds may go out when the probe reconnects it: a broker that
+            # restarted without its state (the development broker) hands producer ids out anew, and
+            # records sent under the old id would make it drop the next producer's as duplicates.
+            self.producer.purge()
         reachable = await asyncio.to_thread(self.producer.cluster_reachable, self._probe_timeout)
         if not reachable:
             # Kafka is down: spool at once instead of letting each request wait out the producer

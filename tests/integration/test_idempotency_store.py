@@ -15,8 +15,9 @@ import pytest
 from sqlalchemy import Engine, event
 
 from app.database.engine import create_database_engine
+from app.idempotency.database_store import DatabaseIdempotencyStore
 from app.idempotency.host_store import HostIdempotencyStore
-from app.idempotency.store import DatabaseIdempotencyStore, IdempotencyStore, KeyGroup
+from app.idempotency.store import IdempotencyStore, KeyGroup
 
 pytestmark = pytest.mark.integration
 
@@ -133,3 +134,12 @@ async def test_the_host_store_takes_keys_longer_than_lmdb_allows(tmp_path: Path)
     assert await store.reserve([_group(long_key)]) == [None]
     await store.settle({long_key: {"event_id": "final"}}, [])
     assert await store.reserve([_group(long_key, answer="again")]) == [(0, {"event_id": "final"})]
+
+
+async def test_the_database_store_purges_expired_keys(engine: Engine) -> None:
+    expired = DatabaseIdempotencyStore(engine, timedelta(seconds=-1))
+    await expired.reserve([_group("old-1"), _group("old-2")])
+    live = DatabaseIdempotencyStore(engine, timedelta(hours=1))
+    await live.reserve([_group("new")])
+    assert live.purge_expired() == 2
+    assert await live.reserve([_group("new", answer="again")]) == [(0, {"event_id": "first-new"})]
