@@ -27,6 +27,7 @@ class Spool:
         self.added = asyncio.Event()  # wakes the relay
         self._pending: list[Pending] = []
         self._writer: asyncio.Task[None] | None = None
+        self._added_total = 0  # records this process has spooled, ever (see refresh)
 
     async def add(self, records: Sequence[NewRecord]) -> None:
         """Write records durably (raises SpoolFullError over capacity); returns once committed.
@@ -68,6 +69,7 @@ class Spool:
                 else:
                     written.set_exception(self.store.full_error(None))
             if added:
+                self._added_total += added
                 self.stats = SpoolStats(self.stats.depth + added, self.stats.oldest or datetime.now(UTC))
                 if self._on_added is not None:
                     self._on_added(added)
@@ -89,5 +91,16 @@ class Spool:
         return self.stats.oldest_age_seconds()
 
     async def refresh(self) -> SpoolStats:
-        self.stats = await asyncio.to_thread(self.store.stats)
-        return self.stats
+        """Read depth and oldest age from the database.
+
+        Records spooled while the count runs may or may not be in it: they are added on top, so
+        the depth can only be overstated until the next refresh. Understated to 0, it let a
+        user's next event skip the backlog check and overtake the spooled one before it.
+        """
+        added_before = self._added_total
+        stats = await asyncio.to_thread(self.store.stats)
+        missed = self._added_total - added_before
+        if missed:
+            stats = SpoolStats(stats.depth + missed, stats.oldest or datetime.now(UTC))
+        self.stats = stats
+        return stats

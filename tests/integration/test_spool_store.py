@@ -14,7 +14,7 @@ from sqlalchemy import event, inspect
 from app.database import migrations
 from app.database.engine import DatabaseNotMigratedError, check_schema, create_database_engine
 from app.spool.service import Spool
-from app.spool.store import NewRecord, SpoolFullError, SpoolStore
+from app.spool.store import NewRecord, SpoolFullError, SpoolStats, SpoolStore
 
 pytestmark = pytest.mark.integration
 
@@ -217,3 +217,28 @@ async def test_requests_spooling_together_share_one_transaction(store: SpoolStor
         "02",
         "20",
     ]
+
+
+async def test_a_refresh_racing_a_spool_write_never_reports_it_gone(
+    store: SpoolStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen under load as a user's event overtaking their spooled one: the relay's count ran
+    before a write committed and, assigned after it, set the depth back to 0, so the next event
+    skipped the backlog check and went straight to Kafka."""
+    counted = threading.Event()
+    count = store.stats
+
+    def slow_count() -> SpoolStats:
+        stats = count()
+        counted.set()
+        time.sleep(0.3)  # the write below commits meanwhile
+        return stats
+
+    monkeypatch.setattr(store, "stats", slow_count)
+    spool = Spool(store)
+    refresh = asyncio.create_task(spool.refresh())
+    await asyncio.to_thread(counted.wait, 10)
+    await spool.add([_record(1, key=b"alice")])
+    await refresh
+    assert spool.stats.depth >= 1
+    assert await spool.keys_with_backlog([b"alice"]) == {b"alice"}
