@@ -78,6 +78,17 @@ def _env(**values: str) -> dict[str, str]:
     return env
 
 
+def _two_workers_env(tmp_path: Path, **values: str) -> dict[str, str]:
+    """`_env` for WORKERS=2, with the files the workers share (idempotency keys, Prometheus
+    figures) under this test's directory."""
+    return _env(
+        WORKERS="2",
+        DATA_DIR=str(tmp_path / "data"),
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
+        **values,
+    )
+
+
 @pytest.fixture
 def service_port() -> int:
     return free_port()
@@ -206,13 +217,11 @@ def test_several_workers_report_the_sum_to_prometheus(
     kafka_bootstrap: str, service_port: int, tmp_path: Path, sqlite_url: str
 ) -> None:
     topics = {key.upper(): value for key, value in topic_settings(f"workers{service_port}").items()}
-    env = _env(
+    env = _two_workers_env(
+        tmp_path,
         KAFKA_BROKERS=kafka_bootstrap,
         PORT=str(service_port),
         DATABASE_URL=sqlite_url,
-        DATA_DIR=str(tmp_path / "data"),
-        WORKERS="2",
-        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
         **topics,
     )
     process = _start(env, tmp_path / "service.log")
@@ -261,12 +270,10 @@ def test_a_repeat_reaching_another_worker_is_answered_duplicate_and_published_on
     """With several workers the default idempotency store is the one they share (the host store):
     the same attempt posted on fresh connections, so both workers take copies, reaches Kafka once."""
     topics = {key.upper(): value for key, value in topic_settings(f"repeat{service_port}").items()}
-    env = _env(
+    env = _two_workers_env(
+        tmp_path,
         KAFKA_BROKERS=kafka_bootstrap,
         DATABASE_URL=sqlite_url,
-        DATA_DIR=str(tmp_path / "data"),
-        WORKERS="2",
-        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
         **topics,
     )
     event = attempt(user_id="repeat-user", client_attempt_id="repeat-attempt")
@@ -289,12 +296,10 @@ def test_workers_share_long_lived_connections_and_a_dead_worker_is_replaced(
     over the workers instead of piling on whichever accepted first."""
     if not sys.platform.startswith("linux"):
         pytest.skip("connection spreading by SO_REUSEPORT is Linux's")
-    env = _env(
+    env = _two_workers_env(
+        tmp_path,
         KAFKA_BROKERS=kafka_bootstrap,
         DATABASE_URL=sqlite_url,
-        DATA_DIR=str(tmp_path / "data"),
-        WORKERS="2",
-        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
     )
     log = tmp_path / "service.log"
     with _running_service(env, service_port, log) as process:
@@ -333,13 +338,11 @@ def test_a_worker_that_cannot_start_stops_the_service_with_an_error(
     service_port: int, tmp_path: Path
 ) -> None:
     """Restarting a worker whose start-up fails would loop for ever: the service exits 1 instead."""
-    env = _env(
+    env = _two_workers_env(
+        tmp_path,
         KAFKA_BROKERS="127.0.0.1:1",
         DATABASE_URL=f"sqlite:///{tmp_path / 'missing-directory' / 'ingest.db'}",
-        DATA_DIR=str(tmp_path / "data"),
-        WORKERS="2",
         PORT=str(service_port),
-        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
     )
     log = tmp_path / "service.log"
     process = _start(env, log)
