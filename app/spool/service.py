@@ -93,14 +93,14 @@ class Spool:
     async def refresh(self) -> SpoolStats:
         """Read depth and oldest age from the database.
 
-        Records spooled while the count runs may or may not be in it: they are added on top, so
-        the depth can only be overstated until the next refresh. Understated to 0, it let a
-        user's next event skip the backlog check and overtake the spooled one before it.
+        Records spooled while the count runs may or may not be in it, so then the depth kept is
+        the larger of the count and the cached depth (which has them). Taking the count alone,
+        understated to 0, let a user's next event skip the backlog check and overtake the
+        spooled one before it; adding them on top counted some twice.
         """
         added_before = self._added_total
         stats = await asyncio.to_thread(self.store.stats)
-        missed = self._added_total - added_before
-        if missed:
-            stats = SpoolStats(stats.depth + missed, stats.oldest or datetime.now(UTC))
+        if self._added_total != added_before:
+            stats = SpoolStats(max(stats.depth, self.stats.depth), stats.oldest or self.stats.oldest)
         self.stats = stats
         return stats
