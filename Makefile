@@ -1,20 +1,22 @@
 # One command to run the service, one to run the tests; both set up the virtualenv first.
-# The virtualenv is reused and re-installed only when pyproject.toml changes.
+# The virtualenv (the service, the event models and the client, editable) is reused and re-installed
+# only when one of their pyproject.toml files changes.
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+PROJECTS := pyproject.toml packages/event-models/pyproject.toml packages/client/pyproject.toml
+STAMP  := $(VENV)/.installed-$(shell cat $(PROJECTS) | sha1sum | cut -c1-12)
 
 .PHONY: install run test lint typecheck alerts postgres unit integration test-kafka kafka-up kafka-down proto clean bench bench-outage profile bench-compare
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): $(PROJECTS)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e packages/event-models -e 'packages/client[kafka]' -e '.[dev]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -23,8 +25,8 @@ $(STAMP): pyproject.toml
 RUN_AUTH := $(if $(shell grep -s '^AUTH_ENABLED=' .env),,AUTH_ENABLED=$${AUTH_ENABLED:-false})
 
 run: install
-	$(VENV)/bin/alembic upgrade head
-	$(RUN_AUTH) $(PY) -m app
+	$(VENV)/bin/event-ingest migrate
+	$(RUN_AUTH) $(VENV)/bin/event-ingest serve
 
 ## test: ruff, mypy, the alert rules' tests and the whole pytest suite (starts its own broker and
 ## PostgreSQL on free ports)
@@ -65,7 +67,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 typecheck: install
-	$(VENV)/bin/mypy app ingest_client tests bench
+	$(VENV)/bin/mypy app packages/event-models/event_models packages/client/ingest_client tests bench
 
 unit: install
 	$(PY) -m pytest tests/unit

@@ -25,6 +25,7 @@ import socket
 import sys
 import time
 from multiprocessing.context import SpawnProcess
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -40,12 +41,26 @@ MAX_DEATHS, DEATH_WINDOW = 5, 60.0  # seconds
 LISTEN_BACKLOG = 2048  # uvicorn's default
 
 
-def serve(host: str, port: int, workers: int, log_level: str, log_format: str, stop_timeout: float) -> int:
+def serve(
+    host: str,
+    port: int,
+    workers: int,
+    log_level: str,
+    log_format: str,
+    stop_timeout: float,
+    *,
+    reload: bool = False,
+) -> int:
     """Serve the app until SIGINT/SIGTERM; returns the process exit status.
 
     `stop_timeout`: seconds a worker gets to drain and stop after SIGTERM before it is killed.
+    `reload` (development, one worker): uvicorn restarts the app when a file of the package changes.
     """
     options: dict[str, Any] = {"factory": True, "log_config": None, "access_log": False}
+    if reload:
+        package = str(Path(__file__).resolve().parent)
+        uvicorn.run(APP, host=host, port=port, reload=True, reload_dirs=[package], **options)
+        return 0
     if workers == 1:
         uvicorn.run(APP, host=host, port=port, **options)
         return 0

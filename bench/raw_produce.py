@@ -15,8 +15,8 @@ import orjson
 from confluent_kafka import Producer
 
 from app.config.settings import load_settings
-from app.events.models import AttemptEvent
 from app.serialization.codecs import serializer_for
+from event_models.models import AttemptEvent
 
 
 def main() -> None:

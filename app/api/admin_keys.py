@@ -17,10 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.api.dependencies import RuntimeDep
 from app.api.request_body import ADMIN_MAX_BYTES, BODY_RESPONSES, limited_body_route
 from app.api.schemas import ErrorBody
-from app.events.models import EventType
 from app.runtime import Runtime
 from app.security.key_store import KeyRecord
 from app.security.keys import ApiKey, Scope
+from event_models.models import EventType
 
 logger = logging.getLogger(__name__)
 

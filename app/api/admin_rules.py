@@ -20,11 +20,11 @@ from app.api.dependencies import RuntimeDep
 from app.api.request_body import ADMIN_MAX_BYTES, BODY_RESPONSES, limited_body_route
 from app.api.responses import JsonResponse
 from app.api.schemas import ErrorBody
-from app.events.models import AnyEvent
 from app.routing import templates
 from app.routing.router import Router
 from app.routing.rules import RoutingRule
 from app.runtime import Runtime
+from event_models.models import AnyEvent
 
 router = APIRouter(
     prefix="/admin/routing-rules",

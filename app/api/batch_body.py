@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from app.api.json_body import parse_json
 from app.api.schemas import BatchRequest
-from app.events.models import MODEL_BY_TYPE, AnyEvent, BaseEvent
+from event_models.models import MODEL_BY_TYPE, AnyEvent, BaseEvent
 
 
 class _ValidBatch(BaseModel):

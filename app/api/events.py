@@ -16,11 +16,11 @@ from app.api.request_body import BODY_RESPONSES, limited_body_route
 from app.api.responses import JsonResponse
 from app.api.schemas import BatchRequest, BatchResult, ErrorBody, EventAccepted
 from app.config.settings import Settings
-from app.events.models import ActivityEvent, AttemptEvent, BaseEvent, PlacementEvent, SessionEvent
 from app.ingest.service import ItemOutcome
 from app.publishing.publisher import FailureCode
 from app.runtime import Runtime
 from app.security.keys import ANONYMOUS
+from event_models.models import ActivityEvent, AttemptEvent, BaseEvent, PlacementEvent, SessionEvent
 
 _FAILURE_STATUS = {
     FailureCode.QUEUE_FULL: 429,

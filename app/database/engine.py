@@ -12,7 +12,7 @@ from app.database.schema import Base
 
 
 class DatabaseNotMigratedError(RuntimeError):
-    """The tables are missing: `alembic upgrade head` has not run against this database."""
+    """The tables are missing: `event-ingest migrate` (alembic upgrade head) has not run against this database."""
 
 
 def create_database_engine(url: str, *, durable: bool = True) -> Engine:
@@ -48,5 +48,5 @@ def check_schema(engine: Engine) -> None:
     if missing:
         url = engine.url.render_as_string(hide_password=True)
         raise DatabaseNotMigratedError(
-            f"database {url} lacks tables {', '.join(missing)}: run `alembic upgrade head` first"
+            f"database {url} lacks tables {', '.join(missing)}: run `event-ingest migrate` first"
         )

@@ -1,21 +1,2 @@
-"""Event models: what a client may send, validated and normalized (UTC, event id)."""
-
-from app.events.models import (
-    ActivityEvent,
-    AnyEvent,
-    AttemptEvent,
-    BaseEvent,
-    EventType,
-    PlacementEvent,
-    SessionEvent,
-)
-
-__all__ = [
-    "ActivityEvent",
-    "AnyEvent",
-    "AttemptEvent",
-    "BaseEvent",
-    "EventType",
-    "PlacementEvent",
-    "SessionEvent",
-]
+"""What the service checks of an event beyond its model (the models are `event_models`, shared with
+the client): the accepted time window, validation errors in the API's shape."""

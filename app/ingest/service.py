@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
 
-from app.events.models import AnyEvent, AttemptEvent, BaseEvent
 from app.events.time_window import EventTimeWindow
 from app.events.validation import describe_errors
 from app.idempotency.store import IdempotencyStore, StoredResult
@@ -25,6 +24,7 @@ from app.publishing.publisher import (
     PublishFailure,
     PublishResult,
 )
+from event_models.models import AnyEvent, AttemptEvent, BaseEvent
 
 EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
 

@@ -25,7 +25,6 @@ from typing import Any
 import orjson
 from confluent_kafka import KafkaError
 
-from app.events.models import BaseEvent
 from app.observability.publisher_metrics import PublisherMetrics
 from app.observability.tracing import Tracing
 from app.publishing.breaker import DeliveryBreaker, OutageError
@@ -39,6 +38,7 @@ from app.routing.router import Route, Router
 from app.serialization.codecs import EventSerializer
 from app.spool.service import Spool
 from app.spool.store import NewRecord, SpoolFullError
+from event_models.models import BaseEvent
 
 logger = logging.getLogger(__name__)
 

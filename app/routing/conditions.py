@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
-from app.events.models import BaseEvent
+from event_models.models import BaseEvent
 
 ComparisonOp = Literal["==", "!=", "<", "<=", ">", ">="]
 MAX_PATTERN_LENGTH = 256

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from app.events.models import EventType
 from app.routing.rules import RoutingRule
+from event_models.models import EventType
 
 
 class TopicPolicy:

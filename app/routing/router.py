@@ -6,8 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from app.events.models import BaseEvent
 from app.routing.rules import RoutingRule
+from event_models.models import BaseEvent
 
 
 @dataclass(frozen=True, slots=True)

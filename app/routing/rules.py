@@ -8,10 +8,10 @@ import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 from app.config.settings import Settings
-from app.events.models import BaseEvent, EventType
 from app.routing.conditions import Condition, FieldTest
 from app.routing.templates import unknown_variables
 from app.routing.topics import check_topic_name
+from event_models.models import BaseEvent, EventType
 
 TopicName = Annotated[str, AfterValidator(check_topic_name)]
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from app.events.models import MODEL_BY_TYPE, EventType
+from event_models.models import MODEL_BY_TYPE, EventType
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_-]+)*)\}")
 NESTED_FIELDS = frozenset({"metadata", "properties"})

@@ -10,8 +10,8 @@ import argparse
 import json
 import sys
 
-from app.events.models import EventType
 from app.security.keys import Scope, generate_key, hash_key
+from event_models.models import EventType
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,8 +20,8 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from app.database.schema import StoredApiKey
-from app.events.models import EventType
 from app.security.keys import ApiKey, ConfiguredApiKey, Scope, generate_key, hash_key, shown_prefix
+from event_models.models import EventType
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from app.events.models import EventType
+from event_models.models import EventType
 
 KEY_PREFIX = "eik_"
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")

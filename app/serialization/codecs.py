@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from app.events.models import BaseEvent
+from event_models.models import BaseEvent
 
 
 class EventSerializer(Protocol):

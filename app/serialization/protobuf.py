@@ -7,8 +7,8 @@ from datetime import datetime
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from app.events.models import ActivityEvent, AttemptEvent, BaseEvent, PlacementEvent, SessionEvent
 from app.serialization.generated import events_pb2
+from event_models.models import ActivityEvent, AttemptEvent, BaseEvent, PlacementEvent, SessionEvent
 
 
 def _timestamp(value: datetime) -> Timestamp:

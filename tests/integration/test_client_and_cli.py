@@ -191,7 +191,7 @@ def test_cli_admin_commands_and_migrate(kafka_bootstrap: str, tmp_path: Path, sq
     env = _env(KAFKA_BROKERS=kafka_bootstrap, PORT=str(port), DATABASE_URL=sqlite_url, **topics)
     fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
     migrated = subprocess.run(
-        [sys.executable, "-m", "ingest_client", "migrate"],
+        [sys.executable, "-m", "app", "migrate"],
         capture_output=True, text=True, timeout=120, cwd=ROOT, check=False, env={**env, "DATABASE_URL": fresh},
     )  # fmt: skip
     assert migrated.returncode == 0, migrated.stderr

@@ -42,6 +42,30 @@ async def test_airflow_example_publishes_attempts(make_settings: SettingsFactory
     assert len(read_topic(settings.kafka_brokers, settings.kafka_topic_attempts, expected=2)) == 2
 
 
+async def test_deadlines_example_runs_as_written(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    import ingest_client
+
+    settings = make_settings()
+    app = create_app(settings)
+    namespace: dict[str, Any] = {}
+    real_client = ingest_client.EventClient
+    async with running(app):
+        transport = _ThreadedASGI(app, asyncio.get_running_loop())
+        # The example imports EventClient itself: hand it one that talks to the in-process service.
+        monkeypatch.setattr(
+            ingest_client, "EventClient", lambda url, **kw: real_client(url, transport=transport, **kw)
+        )
+        await asyncio.to_thread(
+            exec, compile(_example("deadlines"), "README deadlines example", "exec"), namespace
+        )
+    assert namespace["result"].ok
+    assert len(read_topic(settings.kafka_brokers, settings.kafka_topic_activities, expected=3)) == 3
+
+
 async def test_fastapi_example_batches_in_the_background(make_settings: SettingsFactory) -> None:
     settings = make_settings()
     service = create_app(settings)

@@ -102,7 +102,7 @@ def test_migrations_go_down_and_up_again(database_url: str) -> None:
 
     migrations.downgrade(database_url, "base")
     assert "spooled_records" not in inspect(engine).get_table_names()
-    with pytest.raises(DatabaseNotMigratedError, match="alembic upgrade head"):
+    with pytest.raises(DatabaseNotMigratedError, match="event-ingest migrate"):
         check_schema(engine)
 
     migrations.upgrade(database_url)

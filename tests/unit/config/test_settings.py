@@ -155,7 +155,7 @@ def test_service_refuses_to_start_with_a_bad_value() -> None:
 
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "invalid setting KAFKA_COMPRESSION_TYPE='brotli': Input should be 'none', 'gzip', 'snappy', 'lz4' or 'zstd'"
+        "event-ingest: invalid setting KAFKA_COMPRESSION_TYPE='brotli': Input should be 'none', 'gzip', 'snappy', 'lz4' or 'zstd'"
     ]
 
 

@@ -127,7 +127,7 @@ def test_compose_instances_use_only_real_settings_and_the_right_peers(name: str)
     assert settings.database_url == expected_url == services["migrate"]["environment"]["DATABASE_URL"]
     assert settings.idempotency_store == "database"
     assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
-    assert service["command"] == ["event-ingest"]  # migrations only in `migrate`
+    assert service["command"] == ["event-ingest", "serve"]  # migrations only in `migrate`
     assert f":{settings.port}/readyz" in " ".join(service["healthcheck"]["test"])
 
 
@@ -192,7 +192,7 @@ def test_deployment_probes_ports_and_graceful_shutdown() -> None:
     assert ports["http"] == settings.port
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-    assert container["command"] == ["event-ingest"]
+    assert container["command"] == ["event-ingest", "serve"]
     pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
     needed = (
         pre_stop
@@ -226,7 +226,7 @@ def test_selectors_and_references_agree() -> None:
     credentials = endpoint["authorization"]["credentials"]
     assert credentials["key"] in manifests[("Secret", credentials["name"])]["stringData"]
     job = manifests[("Job", "event-ingest-migrate")]["spec"]["template"]["spec"]["containers"][0]
-    assert job["command"] == ["alembic", "upgrade", "head"]
+    assert job["command"] == ["event-ingest", "migrate"]
     assert (
         job["envFrom"]
         == manifests[("Deployment", "event-ingest")]["spec"]["template"]["spec"]["containers"][0]["envFrom"]

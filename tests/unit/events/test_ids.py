@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 
-from app.events.ids import new_event_id
+from event_models.ids import new_event_id
 
 
 def test_ids_are_version_4_uuids_that_round_trip_like_uuid4() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from app.events.models import ActivityEvent, AttemptEvent, PlacementEvent, SessionEvent
+from event_models.models import ActivityEvent, AttemptEvent, PlacementEvent, SessionEvent
 from tests.conftest import activity_event, attempt, placement_event, session_event
 
 

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
-from app.events.models import AttemptEvent
 from app.routing import templates
 from app.routing.conditions import AllOf, AnyOf, Condition, FieldTest, Not
 from app.routing.rules import RoutingRule
+from event_models.models import AttemptEvent
 from tests.conftest import attempt
 
 CONDITION: TypeAdapter[Condition] = TypeAdapter(Condition)

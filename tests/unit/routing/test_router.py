@@ -8,10 +8,10 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from app.config.settings import load_settings
-from app.events.models import ActivityEvent, AttemptEvent, BaseEvent, PlacementEvent, SessionEvent
 from app.routing.conditions import Condition
 from app.routing.router import Router
 from app.routing.rules import RoutingRule, default_rules
+from event_models.models import ActivityEvent, AttemptEvent, BaseEvent, PlacementEvent, SessionEvent
 from tests.conftest import activity_event, attempt, placement_event, session_event
 
 SETTINGS = load_settings(_env_file=None)

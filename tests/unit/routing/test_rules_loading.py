@@ -8,11 +8,11 @@ import pytest
 from pydantic import ValidationError
 
 from app.config.settings import load_settings
-from app.events.models import AttemptEvent
 from app.routing.governance import TopicPolicy
 from app.routing.loading import initial_rules
 from app.routing.router import Router
 from app.routing.rules import RoutingRule
+from event_models.models import AttemptEvent
 from tests.conftest import attempt
 
 ROOT = Path(__file__).resolve().parents[3]

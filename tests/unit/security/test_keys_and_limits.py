@@ -10,11 +10,11 @@ from sqlalchemy import create_engine
 
 from app.api.auth import presented_key, required_scope
 from app.database import migrations
-from app.events.models import EventType
 from app.security.__main__ import main as security_cli
 from app.security.key_store import ApiKeyStore, KeyRing
 from app.security.keys import ConfiguredApiKey, Scope, generate_key, hash_key
 from app.security.rate_limit import RateLimiter
+from event_models.models import EventType
 
 
 def test_generated_keys_are_long_random_and_prefixed() -> None:

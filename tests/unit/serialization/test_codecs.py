@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import orjson
 
-from app.events.models import ActivityEvent, AttemptEvent, PlacementEvent, SessionEvent
 from app.serialization import JsonSerializer, serializer_for
 from app.serialization.generated import events_pb2
 from app.serialization.protobuf import ProtobufSerializer
+from event_models.models import ActivityEvent, AttemptEvent, PlacementEvent, SessionEvent
 from tests.conftest import activity_event, at, attempt, placement_event, session_event
 
 

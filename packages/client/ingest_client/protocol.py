@@ -16,7 +16,7 @@ import httpx
 import orjson
 from pydantic import TypeAdapter
 
-from app.events.models import AnyEvent, BaseEvent
+from event_models.models import AnyEvent, BaseEvent
 
 EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
 PATHS = {
@@ -67,6 +67,8 @@ def as_event(event: EventLike) -> BaseEvent:
     """A validated event model with an event_id fixed on the client, so retries carry the same id."""
     if isinstance(event, BaseEvent):
         return event
+    if not isinstance(event, Mapping):
+        raise TypeError(f"an event is a model or a mapping, not {type(event).__name__}")
     return EVENT_ADAPTER.validate_python(dict(event))
 
 

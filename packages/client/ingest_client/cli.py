@@ -1,12 +1,12 @@
 """`ingest`: run, feed and inspect the event-ingest service from a terminal.
 
-ingest serve                       the service (as `make run` without the set-up)
-ingest dev-broker [--port 9092]    a local development broker until Ctrl-C
-ingest migrate                     alembic upgrade head on DATABASE_URL
 ingest send FILE|-                 post events from a JSON array or JSON lines, with progress
 ingest tail TOPIC                  print records with key, partition, offset and headers
+                                   (reads Kafka: needs the `kafka` extra)
 ingest dlq list | dlq replay       dead letters, through the admin API
 ingest rules list | rules test F   routing rules, through the admin API
+
+The service itself runs with `event-ingest` (serve, migrate, dev-broker).
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import signal
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import httpx
 import orjson
@@ -65,19 +65,27 @@ def _read_events(source: str) -> Iterator[dict[str, Any]]:
             items = orjson.loads(first + stream.read())
             if not isinstance(items, list):
                 raise CliError(f"{source}: expected a JSON array or JSON lines")
-            yield from items
+            for position, item in enumerate(items):
+                yield _an_object(item, f"{source}: item {position}")
             return
         for line_number, line in enumerate(itertools.chain([first + stream.readline()], stream), start=1):
             if line.strip():
                 try:
-                    yield orjson.loads(line)
+                    item = orjson.loads(line)
                 except orjson.JSONDecodeError as exc:
                     raise CliError(f"{source}:{line_number}: not JSON: {exc}") from None
+                yield _an_object(item, f"{source}:{line_number}")
     except FileNotFoundError:
         raise CliError(f"{source}: no such file") from None
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
+
+
+def _an_object(item: Any, where: str) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise CliError(f"{where}: an event is a JSON object, not {type(item).__name__}")
+    return item
 
 
 class Progress:
@@ -111,34 +119,6 @@ class Progress:
 
 
 # --- commands --------------------------------------------------------------------------------
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from app.main import main as serve
-
-    serve()
-    return 0
-
-
-def cmd_dev_broker(args: argparse.Namespace) -> int:
-    from app.devbroker import DevBroker
-
-    with DevBroker(args.port) as broker:
-        print(f"development broker on {broker.bootstrap} (pid {broker.pid}); Ctrl-C stops it", flush=True)
-        stop = {signal.SIGINT, signal.SIGTERM}
-        signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # delivered to sigwait, not as KeyboardInterrupt
-        signal.sigwait(stop)
-    return 0
-
-
-def cmd_migrate(args: argparse.Namespace) -> int:
-    from app.config.settings import load_settings
-    from app.database import migrations
-
-    url = load_settings().sqlalchemy_url
-    migrations.upgrade(url)
-    print(f"database at head: {load_settings().public_view()['database_url']}")
-    return 0
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -197,7 +177,12 @@ def _with_id(event: dict[str, Any]) -> Any:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+    try:
+        from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+    except ImportError:
+        raise CliError(
+            "tail reads Kafka with confluent-kafka: pip install 'event-ingest-client[kafka]'"
+        ) from None
 
     brokers = args.brokers or os.environ.get("KAFKA_BROKERS") or "127.0.0.1:9092"
     consumer = Consumer(
@@ -244,9 +229,14 @@ def _print_record(message: Any, protobuf: bool) -> None:
     raw = message.value() or b""
     value: Any
     if protobuf or headers.get("content_type", "").startswith("application/x-protobuf"):
-        from google.protobuf.json_format import MessageToDict
+        try:
+            from google.protobuf.json_format import MessageToDict
 
-        from app.serialization.generated import events_pb2
+            from app.serialization.generated import events_pb2
+        except ImportError:
+            raise CliError(
+                "--protobuf decodes with the service's generated classes: install event-ingest beside the client"
+            ) from None
 
         value = MessageToDict(events_pb2.Event.FromString(raw), preserving_proto_field_name=True)
     else:
@@ -303,18 +293,11 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(
-        prog="ingest", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+    root = _Parser(prog="ingest", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    root.add_argument("--version", action="version", version=f"ingest (event-ingest-client) {_version()}")
     root.add_argument("--url", default=DEFAULT_URL, help="service URL (INGEST_URL); default %(default)s")
     root.add_argument("--api-key", default=os.environ.get("INGEST_API_KEY"), help="API key (INGEST_API_KEY)")
-    commands = root.add_subparsers(dest="command", required=True)
-
-    commands.add_parser("serve", help="run the service").set_defaults(run=cmd_serve)
-    broker = commands.add_parser("dev-broker", help="run a local development broker")
-    broker.add_argument("--port", type=int, default=9092)
-    broker.set_defaults(run=cmd_dev_broker)
-    commands.add_parser("migrate", help="alembic upgrade head").set_defaults(run=cmd_migrate)
+    commands = root.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     send = commands.add_parser("send", help="post events from a JSON or JSON-lines file, or - for stdin")
     send.add_argument("source")
@@ -355,14 +338,40 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error told in one line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def _version() -> str:
+    try:
+        return version("event-ingest-client")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         code: int = args.run(args)
     except CliError as exc:
-        sys.stderr.write(f"ingest: {exc}\n")
-        return 2
+        return _fail(str(exc), 2)
+    except OSError as exc:  # a file that cannot be read, a pipe closed under us, ...
+        return _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), 2)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # never a traceback: one line, and INGEST_DEBUG=1 shows the rest
+        if os.environ.get("INGEST_DEBUG"):
+            raise
+        return _fail(f"unexpected {type(exc).__name__}: {exc} (INGEST_DEBUG=1 shows the traceback)", 1)
     return code
+
+
+def _fail(message: str, status: int) -> int:
+    sys.stderr.write(f"ingest: {' '.join(message.split())}\n")
+    return status
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from app.events.ids import new_event_id
+from event_models.ids import new_event_id
 
 MAX_METADATA_ENTRIES = 32
 MAX_PROPERTIES_BYTES = 16 * 1024
