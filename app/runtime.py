@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
@@ -18,6 +20,7 @@ from app.idempotency.host_store import HostIdempotencyStore
 from app.idempotency.store import IdempotencyStore, MemoryIdempotencyStore
 from app.ingest.service import IngestService
 from app.observability.publisher_metrics import PublisherMetrics
+from app.observability.service_view import REPORT_INTERVAL_SECONDS, WorkerReports, multiprocess_directory
 from app.observability.tracing import Tracing, build_tracing
 from app.publishing.breaker import STATE_VALUES, DeliveryBreaker
 from app.publishing.pause import PauseSwitch
@@ -89,6 +92,8 @@ class Runtime:
     rate_limiter: RateLimiter
     tracing: Tracing
     topic_reports: dict[str, TopicReport] = field(default_factory=dict)
+    # Several workers: each one's state, shared with the others for the whole-service view.
+    worker_reports: WorkerReports | None = None
     background: set[asyncio.Task[None]] = field(default_factory=set)
     readiness: Readiness = field(default_factory=Readiness)
     shutting_down: bool = False
@@ -210,6 +215,10 @@ class Runtime:
         jobs = [(self._prepare_topics(), "prepare-topics"), (self._watch_readiness(), "readiness")]
         if isinstance(self.ingest.idempotency, DatabaseIdempotencyStore):
             jobs.append((self._purge_idempotency_keys(self.ingest.idempotency), "idempotency-purge"))
+        shared = multiprocess_directory()
+        if shared is not None:
+            self.worker_reports = WorkerReports(shared)
+            jobs.append((self._report_to_other_workers(self.worker_reports), "worker-report"))
         for job, name in jobs:
             task = asyncio.create_task(job, name=name)
             self.background.add(task)
@@ -307,6 +316,37 @@ class Runtime:
             self.ingest.idempotency.close()
         await asyncio.to_thread(self.tracing.shutdown)
         return left
+
+    def worker_report(self) -> dict[str, Any]:
+        """This worker's state: what the whole-service metrics and health take from each worker."""
+        metrics = self.metrics
+        return {
+            "pid": os.getpid(),
+            "reported_at": time.time(),
+            "circuit_breaker": {
+                "state": self.breaker.state,
+                "transitions": [{"at": at, "state": state} for at, state in self.breaker.transitions],
+            },
+            "queue_length": self.producer.queue_length(),
+            "in_flight": self.publisher.in_flight,
+            "events_published": metrics.events_published,
+            "average_latency_ms": None
+            if metrics.average_latency_ms is None
+            else round(metrics.average_latency_ms, 3),
+            "last_publish_epoch": metrics.last_publish_epoch,
+            "recent": metrics.recent.totals(),
+        }
+
+    async def _report_to_other_workers(self, reports: WorkerReports) -> None:
+        try:
+            while True:
+                try:
+                    await asyncio.to_thread(reports.write, self.worker_report())
+                except OSError:  # a full or vanished directory: the view is stale, serving goes on
+                    logger.exception("worker report not written")
+                await asyncio.sleep(REPORT_INTERVAL_SECONDS)
+        finally:
+            reports.remove()  # stopped: this worker is no longer part of the service
 
     async def _purge_idempotency_keys(self, store: DatabaseIdempotencyStore) -> None:
         """Delete expired keys now and then (every worker does; a delete finds nothing twice)."""

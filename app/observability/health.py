@@ -6,7 +6,6 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from app.observability.publisher_metrics import PublisherMetrics
 from app.spool.store import SpoolStats
 
 CheckStatus = Literal["pass", "warn", "fail"]
@@ -25,10 +24,10 @@ class Check:
     message: str
 
 
-def _activity(metrics: PublisherMetrics, recent: dict[str, int], window: float) -> Check:
+def _activity(last_publish_epoch: float | None, recent: dict[str, int], window: float) -> Check:
     attempted = recent.get("published", 0) + recent.get("failed", 0)
     if recent.get("published", 0):
-        age = time.monotonic() - (metrics.last_publish_monotonic or 0.0)
+        age = max(0.0, time.time() - (last_publish_epoch or 0.0))
         return Check("publishing_activity", "pass", f"last record acknowledged {age:.1f}s ago")
     if attempted:
         return Check("publishing_activity", "fail", f"no record acknowledged in the last {window:.0f}s")
@@ -56,7 +55,8 @@ def _spool(depth: int, oldest_age: float, capacity: int) -> Check:
 
 
 def publisher_health(
-    metrics: PublisherMetrics,
+    recent: dict[str, int],
+    last_publish_epoch: float | None,
     breaker_state: str,
     window_seconds: float,
     error_rate_threshold: float,
@@ -65,11 +65,12 @@ def publisher_health(
     spool_capacity: int,
     paused: bool = False,
 ) -> dict[str, Any]:
-    """Healthy when every check passes, degraded on a warning, unhealthy on a failure."""
-    recent = metrics.recent.totals()
+    """Healthy when every check passes, degraded on a warning, unhealthy on a failure.
+
+    `recent`: the counts of the last `window_seconds` (one worker's, or every worker's added up)."""
     finished = recent.get("published", 0) + recent.get("failed", 0)
     checks = [
-        _activity(metrics, recent, window_seconds),
+        _activity(last_publish_epoch, recent, window_seconds),
         _rate("error_rate", recent.get("failed", 0), finished, error_rate_threshold, FAILING_ERROR_RATE),
         _rate("dlq_rate", recent.get("dlq", 0), finished, dlq_rate_threshold, None),
         _breaker(breaker_state),

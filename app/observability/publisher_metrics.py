@@ -6,6 +6,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,43 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 # prometheus-client decides this once, at import, from the environment (set by app.main for WORKERS > 1).
 MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
 EMA_ALPHA = 0.1  # weight of the newest latency sample in the moving average, as in the Go publisher
+
+
+@dataclass(slots=True)
+class PublisherCounts:
+    """The publisher's counts, of one worker or (added up) of the whole service."""
+
+    published: int = 0
+    failed: int = 0
+    retried: int = 0
+    dlq: int = 0
+    unrouted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    producer_restarts: int = 0
+    spooled: int = 0
+    relayed: int = 0
+    duplicate: int = 0
+    per_topic: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        """The counting part of `GET /metrics/publisher`."""
+        finished = self.published + self.failed
+        return {
+            "events_published": self.published,
+            "events_failed": self.failed,
+            "events_retried": self.retried,
+            "events_dlq": self.dlq,
+            "events_unrouted": self.unrouted,
+            "events_rejected": dict(self.rejected),
+            "producer_restarts": self.producer_restarts,
+            "records_spooled": self.spooled,
+            "records_relayed": self.relayed,
+            "events_duplicate": self.duplicate,
+            "success_rate": _ratio(self.published, finished, empty=1.0),
+            "error_rate": _ratio(self.failed, finished),
+            "dlq_rate": _ratio(self.dlq, finished),
+            "topics": {topic: dict(counts) for topic, counts in sorted(self.per_topic.items())},
+        }
 
 
 class PublisherMetrics:
@@ -36,7 +74,6 @@ class PublisherMetrics:
         self.per_topic: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.average_latency_ms: float | None = None
         self.last_publish_epoch: float | None = None
-        self.last_publish_monotonic: float | None = None
         self.recent = RollingCounts(window_seconds)
         self._live: dict[Gauge, Callable[[], float]] = {}
 
@@ -180,7 +217,6 @@ class PublisherMetrics:
             latency_ms if previous is None else previous + EMA_ALPHA * (latency_ms - previous)
         )
         self.last_publish_epoch = time.time()  # a float here; formatted only when shown
-        self.last_publish_monotonic = time.monotonic()
         self.recent.add("published", count)
 
     def record_failed(self, topic: str, reason: str) -> None:
@@ -224,33 +260,36 @@ class PublisherMetrics:
         self.producer_restarts += 1
         self._producer_restarts.inc()
 
+    def counts(self) -> PublisherCounts:
+        return PublisherCounts(
+            published=self.events_published,
+            failed=self.events_failed,
+            retried=self.events_retried,
+            dlq=self.events_dlq,
+            unrouted=self.events_unrouted,
+            rejected=dict(self.events_rejected),
+            producer_restarts=self.producer_restarts,
+            spooled=self.events_spooled,
+            relayed=self.events_relayed,
+            duplicate=self.events_duplicate,
+            per_topic={topic: dict(counts) for topic, counts in self.per_topic.items()},
+        )
+
     def snapshot(self) -> dict[str, Any]:
-        """The JSON body of `GET /metrics/publisher`."""
-        finished = self.events_published + self.events_failed
+        """The JSON body of `GET /metrics/publisher?scope=worker` (without the runtime's state)."""
         return {
             "scope": "worker",
             "pid": os.getpid(),
-            "events_published": self.events_published,
-            "events_failed": self.events_failed,
-            "events_retried": self.events_retried,
-            "events_dlq": self.events_dlq,
-            "events_unrouted": self.events_unrouted,
-            "events_rejected": dict(self.events_rejected),
-            "producer_restarts": self.producer_restarts,
-            "records_spooled": self.events_spooled,
-            "records_relayed": self.events_relayed,
-            "events_duplicate": self.events_duplicate,
-            "success_rate": _ratio(self.events_published, finished, empty=1.0),
-            "error_rate": _ratio(self.events_failed, finished),
-            "dlq_rate": _ratio(self.events_dlq, finished),
+            **self.counts().as_json(),
             "average_latency_ms": None
             if self.average_latency_ms is None
             else round(self.average_latency_ms, 3),
-            "last_publish_time": None
-            if self.last_publish_epoch is None
-            else datetime.fromtimestamp(self.last_publish_epoch, UTC).isoformat(),
-            "topics": {topic: dict(counts) for topic, counts in sorted(self.per_topic.items())},
+            "last_publish_time": iso_time(self.last_publish_epoch),
         }
+
+
+def iso_time(epoch: float | None) -> str | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
 def _ratio(part: int, whole: int, empty: float = 0.0) -> float:

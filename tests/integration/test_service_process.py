@@ -213,6 +213,43 @@ def test_sigterm_drains_then_exits(
     assert {record.headers["event_id"].decode() for record in records} == set(accepted)
 
 
+def test_publisher_metrics_and_health_answer_for_the_whole_service_whichever_worker_answers(
+    kafka_bootstrap: str, service_port: int, tmp_path: Path, sqlite_url: str
+) -> None:
+    topics = {key.upper(): value for key, value in topic_settings(f"whole{service_port}").items()}
+    env = _two_workers_env(tmp_path, KAFKA_BROKERS=kafka_bootstrap, DATABASE_URL=sqlite_url, **topics)
+    posted = 30
+    with _running_service(env, service_port, tmp_path / "service.log"):
+        url = f"http://127.0.0.1:{service_port}"
+        for n in range(posted):  # a new connection each time, so both workers take requests
+            response = httpx.post(
+                f"{url}/v1/events/activities", json=activity_event(user_id=f"s{n}"), timeout=15
+            )
+            assert response.status_code == 202
+        # Fresh connections again: every call may land on either worker, at once, with no waiting.
+        service = [httpx.get(f"{url}/metrics/publisher", timeout=15).json() for _ in range(12)]
+        health = [httpx.get(f"{url}/metrics/publisher/health", timeout=15).json() for _ in range(12)]
+        workers = [httpx.get(f"{url}/metrics/publisher?scope=worker", timeout=15).json() for _ in range(12)]
+    answered_by = {body["pid"] for body in service}
+    assert len(answered_by) == 2, "both workers should have answered"
+    for body in service:
+        assert body["scope"] == "service"
+        assert body["events_published"] == posted, body
+        assert body["topics"][topics["KAFKA_TOPIC_ACTIVITIES"]]["published"] == posted
+        assert body["success_rate"] == 1.0
+        assert body["average_latency_ms"] is not None
+        assert body["circuit_breaker"]["state"] == "closed"
+        assert sorted(worker["pid"] for worker in body["workers"]) == sorted(answered_by)
+        # Each worker's own figures are as of its last report (REPORT_INTERVAL_SECONDS), not the counts.
+        assert sum(worker["events_published"] for worker in body["workers"]) <= posted
+    for body in health:
+        assert (body["scope"], body["workers"], body["status"]) == ("service", 2, "healthy"), body
+    per_worker = {body["pid"]: body["events_published"] for body in workers}
+    assert all(body["scope"] == "worker" for body in workers)
+    assert len(per_worker) == 2
+    assert sum(per_worker.values()) == posted  # each worker counts only its own
+
+
 def test_several_workers_report_the_sum_to_prometheus(
     kafka_bootstrap: str, service_port: int, tmp_path: Path, sqlite_url: str
 ) -> None:

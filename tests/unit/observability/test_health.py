@@ -14,7 +14,8 @@ def _health(
     metrics: PublisherMetrics, breaker: str = "closed", spool: SpoolStats = SpoolStats(0, None)
 ) -> dict[str, object]:
     return publisher_health(
-        metrics,
+        metrics.recent.totals(),
+        metrics.last_publish_epoch,
         breaker,
         300,
         error_rate_threshold=0.05,
