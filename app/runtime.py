@@ -61,6 +61,18 @@ def idempotency_store(settings: Settings) -> IdempotencyStore:
     return MemoryIdempotencyStore(settings.idempotency_window, settings.idempotency_max_keys)
 
 
+class MissingTopicsError(Exception):
+    """A routing rule names topics the cluster lacks, and the service may not create topics."""
+
+    def __init__(self, topics: list[str]) -> None:
+        super().__init__(f"topic(s) {', '.join(topics)} do not exist, and KAFKA_CREATE_TOPICS is false")
+        self.topics = topics
+
+
+class TopicsUnavailableError(Exception):
+    """The cluster did not answer when a rule's topics were to be checked or created."""
+
+
 @dataclass(slots=True)
 class Readiness:
     """Cached answer to "can we reach Kafka?", so /readyz does not hit the broker on every probe."""
@@ -241,27 +253,60 @@ class Runtime:
         named = [topic for rule in self.router.rules for topic in rule.topics]
         return list(dict.fromkeys([*self.settings.configured_topics, self.settings.kafka_topic_dlq, *named]))
 
+    def retention_ms(self, topic: str) -> int:
+        """The retention a topic of ours gets: the DLQ's own, or every other topic's."""
+        settings = self.settings
+        retention = (
+            settings.kafka_dlq_retention
+            if topic == settings.kafka_topic_dlq
+            else settings.kafka_topic_retention
+        )
+        return int(retention.total_seconds() * 1000)
+
     def describe_topic(self, topic: str) -> TopicReport:
         """Blocking: ask the cluster (call through asyncio.to_thread)."""
         settings = self.settings
         return self.kafka_admin.describe(
-            topic, settings.kafka_topic_partitions, settings.kafka_topic_replication_factor
+            topic,
+            settings.kafka_topic_partitions,
+            settings.kafka_topic_replication_factor,
+            self.retention_ms(topic),
         )
+
+    def create_topics(self, topics: list[str]) -> list[str]:
+        """Blocking: create those of `topics` the cluster lacks, with our partitions, replication and
+        retention (each topic's own). Returns the names created."""
+        settings = self.settings
+        created: list[str] = []
+        for topic in dict.fromkeys(topics):
+            created += self.kafka_admin.ensure_topics(
+                [topic],
+                settings.kafka_topic_partitions,
+                settings.kafka_topic_replication_factor,
+                {"retention.ms": str(self.retention_ms(topic))},
+            )
+        return created
+
+    async def provide_topics(self, topics: list[str]) -> None:
+        """Before a routing rule naming `topics` is saved: create the missing ones, or, with
+        KAFKA_CREATE_TOPICS=false, refuse the rule (MissingTopicsError). TopicsUnavailableError when
+        the cluster does not answer."""
+        try:
+            if self.settings.kafka_create_topics:
+                await asyncio.to_thread(self.create_topics, topics)
+                return
+            missing = await asyncio.to_thread(self.kafka_admin.missing, topics)
+        except Exception as exc:  # KafkaException, or a timeout: the cluster is not answering
+            raise TopicsUnavailableError(str(exc)) from exc
+        if missing:
+            raise MissingTopicsError(missing)
 
     async def _prepare_topics(self) -> None:
         """Create missing topics and report mismatches; retried until the cluster answers."""
-        settings = self.settings
-        retention_ms = str(int(settings.kafka_topic_retention.total_seconds() * 1000))
         while True:
             try:
-                if settings.kafka_create_topics:
-                    await asyncio.to_thread(
-                        self.kafka_admin.ensure_topics,
-                        self.needed_topics(),
-                        settings.kafka_topic_partitions,
-                        settings.kafka_topic_replication_factor,
-                        {"retention.ms": retention_ms},
-                    )
+                if self.settings.kafka_create_topics:
+                    await asyncio.to_thread(self.create_topics, self.needed_topics())
                 for topic in self.needed_topics():
                     report = await asyncio.to_thread(self.describe_topic, topic)
                     self.topic_reports[topic] = report

@@ -23,7 +23,7 @@ from app.api.schemas import ErrorBody
 from app.routing import templates
 from app.routing.router import Router
 from app.routing.rules import RoutingRule
-from app.runtime import Runtime
+from app.runtime import MissingTopicsError, Runtime, TopicsUnavailableError
 from event_models.models import AnyEvent
 
 router = APIRouter(
@@ -35,7 +35,12 @@ router = APIRouter(
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "No rule with this id."},
-    422: {"model": ErrorBody, "description": "Invalid rule, unknown template variable, or forbidden topic."},
+    422: {
+        "model": ErrorBody,
+        "description": "Invalid rule, unknown template variable, forbidden topic, or (KAFKA_CREATE_TOPICS=false) "
+        "a topic that does not exist.",
+    },
+    503: {"model": ErrorBody, "description": "Kafka did not answer: the rule's topics could not be checked."},
 }
 
 
@@ -77,6 +82,14 @@ async def _save(runtime: Runtime, rule: RoutingRule) -> None:
         runtime.rules.policy.check(rule)
     except ValueError as exc:
         raise _invalid(str(exc), "topics") from None
+    try:
+        await runtime.provide_topics(rule.topics)
+    except MissingTopicsError as exc:
+        raise _invalid(str(exc), "topics") from None
+    except TopicsUnavailableError as exc:
+        raise HTTPException(
+            503, f"Kafka did not answer, so the rule's topics could not be checked; nothing was saved: {exc}"
+        ) from None
     async with runtime.rules.lock:
         await asyncio.to_thread(runtime.rules.store.save, rule)
         await runtime.rules.reload()

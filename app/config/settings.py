@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     kafka_topic_partitions: Annotated[int, Field(ge=1, le=10_000)] = 4
     kafka_topic_replication_factor: Annotated[int, Field(ge=1, le=100)] = 1
     kafka_topic_retention: Duration = timedelta(days=7)
+    # Dead letters wait for a person to look at them: they are kept longer than events.
+    kafka_dlq_retention: Duration = timedelta(days=30)
 
     # --- Producer
     kafka_producer_timeout: Duration = timedelta(seconds=10)

@@ -76,8 +76,7 @@ class KafkaAdmin:
         self, topics: Iterable[str], partitions: int, replication_factor: int, config: dict[str, str]
     ) -> list[str]:
         """Create each missing topic; existing ones are never changed. Returns the names created."""
-        existing = set(self.client.list_topics(timeout=self.timeout).topics)
-        missing = [topic for topic in dict.fromkeys(topics) if topic not in existing]
+        missing = self.missing(topics)
         if not missing:
             return []
         futures = self.client.create_topics(
@@ -97,7 +96,18 @@ class KafkaAdmin:
         logger.info("topics created", extra={"topics": created, "partitions": partitions})
         return created
 
-    def describe(self, topic: str, expected_partitions: int, expected_replication: int) -> TopicReport:
+    def missing(self, topics: Iterable[str]) -> list[str]:
+        """The topics the cluster does not have (asking for all topics: see `describe`)."""
+        existing = set(self.client.list_topics(timeout=self.timeout).topics)
+        return [topic for topic in dict.fromkeys(topics) if topic not in existing]
+
+    def describe(
+        self,
+        topic: str,
+        expected_partitions: int,
+        expected_replication: int,
+        expected_retention_ms: int | None = None,
+    ) -> TopicReport:
         # Ask for all topics: a metadata request naming a missing topic makes some brokers create it.
         metadata = self.client.list_topics(timeout=self.timeout).topics.get(topic)
         if metadata is None or metadata.error is not None:
@@ -111,6 +121,13 @@ class KafkaAdmin:
             report.mismatches.append(f"{len(partitions)} partitions, configured {expected_partitions}")
         if replication < expected_replication:
             report.mismatches.append(f"replication factor {replication}, configured {expected_replication}")
+        retention = report.config.get("retention.ms")
+        if (
+            expected_retention_ms is not None
+            and retention is not None
+            and int(retention) != expected_retention_ms
+        ):
+            report.mismatches.append(f"retention.ms {retention}, configured {expected_retention_ms}")
         return report
 
     def offsets(self, topic: str, partitions: Iterable[int]) -> dict[int, tuple[int, int]]:

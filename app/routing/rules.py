@@ -52,6 +52,9 @@ class RoutingRule(BaseModel):
                     f"{name} uses unknown variable(s) {', '.join(unknown)} for event types "
                     f"{', '.join(sorted(self.event_types))}"
                 )
+        if self.message_template == {}:
+            # `{}` would publish an empty object for every event: surely not what was meant.
+            raise ValueError("message_template maps no field: leave it out to publish the full event")
         if self.message_template is not None and len(orjson.dumps(self.message_template)) > 16_384:
             raise ValueError("message_template must be at most 16 KiB of JSON")
         return self

@@ -25,9 +25,14 @@ async def test_topics_are_created_at_start_and_a_mismatch_is_reported(
     settings = make_settings(kafka_brokers=dev_broker.bootstrap, kafka_topic_partitions=3)
     admin = AdminClient({"bootstrap.servers": dev_broker.bootstrap})
     created = admin.create_topics(
-        [NewTopic(settings.kafka_topic_activities, num_partitions=2, replication_factor=1)]
-    )
-    next(iter(created.values())).result(timeout=10)
+        [
+            NewTopic(settings.kafka_topic_activities, num_partitions=2, replication_factor=1),
+            NewTopic(settings.kafka_topic_sessions, num_partitions=3, replication_factor=1,
+                     config={"retention.ms": "3600000"}),
+        ]
+    )  # fmt: skip
+    for future in created.values():
+        future.result(timeout=10)
 
     async with running(create_app(settings)) as client:
         deadline = time.monotonic() + 20
@@ -46,6 +51,12 @@ async def test_topics_are_created_at_start_and_a_mismatch_is_reported(
     assert topics[settings.kafka_topic_dlq]["partitions"] == 3
     assert topics[settings.kafka_topic_activities]["partitions"] == 2  # left as it was
     assert topics[settings.kafka_topic_activities]["mismatches"] == ["2 partitions, configured 3"]
+    # Retention: each topic's own (the DLQ keeps its records longer), checked like partitions, never changed.
+    week, month = str(7 * 24 * 3600 * 1000), str(30 * 24 * 3600 * 1000)
+    assert topics[settings.kafka_topic_attempts]["config"]["retention.ms"] == week
+    assert topics[settings.kafka_topic_dlq]["config"]["retention.ms"] == month
+    assert topics[settings.kafka_topic_sessions]["config"]["retention.ms"] == "3600000"
+    assert topics[settings.kafka_topic_sessions]["mismatches"] == [f"retention.ms 3600000, configured {week}"]
     assert one.json()["messages"] == 0
     assert missing.status_code == 404
 

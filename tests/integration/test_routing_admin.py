@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any
 
 import orjson
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from app.factory import create_app
 from tests.conftest import SettingsFactory, activity_event, attempt, running, session_event
@@ -84,6 +86,44 @@ async def test_a_forbidden_topic_or_unknown_variable_is_refused_with_422(
     assert unknown.status_code == 422
     assert "no_such_field" in unknown.text
     assert "random.topic" not in orjson.dumps(listed).decode()
+
+
+async def test_a_rule_naming_a_missing_topic_creates_it_or_is_refused_with_422(
+    make_settings: SettingsFactory,
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    created_topic, absent_topic = f"analytics.created_{suffix}", f"analytics.absent_{suffix}"
+    settings = make_settings(kafka_allowed_topics=f"{created_topic},{absent_topic}", kafka_topic_partitions=3)
+    admin = AdminClient({"bootstrap.servers": settings.kafka_brokers})
+    async with running(create_app(settings)) as client:
+        created = await client.post("/admin/routing-rules", json=_rule(id="creates", topics=[created_topic]))
+        routed = await client.post(
+            "/v1/events/activities", json=activity_event(activity_type="video_watched")
+        )
+        empty = await client.post("/admin/routing-rules", json=_rule(id="empty", message_template={}))
+    assert created.status_code == 201, created.text
+    topic = admin.list_topics(timeout=10).topics[created_topic]
+    assert len(topic.partitions) == 3  # the service's partitions, as for its own topics
+    assert created_topic in routed.json()["topics"]
+    assert len(read_topic(settings.kafka_brokers, created_topic, expected=1)) == 1
+    assert empty.status_code == 422
+    assert "message_template maps no field" in empty.text
+
+    no_creation = make_settings(
+        kafka_allowed_topics=f"{created_topic},{absent_topic}", kafka_create_topics=False
+    )
+    async with running(create_app(no_creation)) as client:
+        refused = await client.post("/admin/routing-rules", json=_rule(id="absent", topics=[absent_topic]))
+        existing = await client.post(
+            "/admin/routing-rules", json=_rule(id="existing", topics=[created_topic])
+        )
+        listed = [rule["id"] for rule in (await client.get("/admin/routing-rules")).json()["rules"]]
+    assert refused.status_code == 422
+    assert refused.json()["detail"][0]["field"] == "topics"
+    assert f"topic(s) {absent_topic} do not exist, and KAFKA_CREATE_TOPICS is false" in refused.text
+    assert existing.status_code == 201
+    assert "absent" not in listed
+    assert absent_topic not in admin.list_topics(timeout=10).topics
 
 
 async def test_the_test_route_explains_a_match_without_publishing(make_settings: SettingsFactory) -> None:

@@ -67,3 +67,8 @@ def test_topic_policy_by_name_and_by_convention() -> None:
     assert policy.forbidden_topics(rule) == ["dev.attempt.x"]
     with pytest.raises(ValueError, match=r"dev\.attempt\.x"):
         policy.check(rule)
+
+
+def test_an_empty_message_template_is_refused() -> None:
+    with pytest.raises(ValidationError, match="message_template maps no field: leave it out"):
+        RoutingRule(id="r", name="r", event_types=["attempt"], topics=["user.attempts"], message_template={})
