@@ -12,6 +12,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
+from app.audit.trail import Actor, AuditTrail
 from app.config.settings import Settings
 from app.database.engine import check_schema, create_database_engine
 from app.events.time_window import EventTimeWindow
@@ -101,6 +102,7 @@ class Runtime:
     rules: RuleSync
     kafka_admin: KafkaAdmin
     keys: KeyRing
+    audit: AuditTrail
     rate_limiter: RateLimiter
     tracing: Tracing
     topic_reports: dict[str, TopicReport] = field(default_factory=dict)
@@ -207,6 +209,7 @@ class Runtime:
             keys=KeyRing(
                 settings.api_keys, ApiKeyStore(engine), settings.api_keys_refresh_interval.total_seconds()
             ),
+            audit=AuditTrail(engine),
             rate_limiter=RateLimiter(settings.rate_limit_events_per_second, settings.rate_limit_burst),
             tracing=tracing,
         )
@@ -330,9 +333,9 @@ class Runtime:
                 logger.exception("readiness check failed")
             await asyncio.sleep(interval)
 
-    async def set_paused(self, paused: bool) -> None:
+    async def set_paused(self, paused: bool, actor: Actor) -> None:
         """Pause or resume publishing here at once, and everywhere at the next relay round."""
-        await asyncio.to_thread(self.relay.pause.set, paused)
+        await asyncio.to_thread(self.relay.pause.set, paused, actor)
         self.spool.added.set()  # resumed: the relay drains now, not at its next tick
 
     async def drain(self) -> None:

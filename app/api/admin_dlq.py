@@ -10,9 +10,10 @@ from confluent_kafka import KafkaException
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.dependencies import RuntimeDep
+from app.api.dependencies import ActorDep, RuntimeDep
 from app.api.request_body import ADMIN_MAX_BYTES, BODY_RESPONSES, limited_body_route
 from app.api.schemas import ErrorBody
+from app.audit.trail import AuditEntry
 from app.publishing.dead_letters import DeadLetters, ReplayFilter
 
 router = APIRouter(
@@ -72,11 +73,12 @@ async def peek(runtime: RuntimeDep, limit: Annotated[int, Query(ge=1, le=500)] =
     summary="Republish dead-lettered records to their original topics",
     responses={409: {"model": ErrorBody, "description": "A replay is already running in this worker."}},
 )
-async def replay(request: ReplayRequest, runtime: RuntimeDep) -> dict[str, Any]:
+async def replay(request: ReplayRequest, runtime: RuntimeDep, actor: ActorDep) -> dict[str, Any]:
     """Consumes the DLQ with its own consumer group and commits only after Kafka acknowledged the
     republished records: a replay cut short (even by a crash) goes on where it stopped, repeating at
     most the unacknowledged window (DLQ_REPLAY_WINDOW records). Filters: reason (substring),
-    event_type, original_topic, since/until (dead-lettering time)."""
+    event_type, original_topic, since/until (dead-lettering time). A replay that is not a dry run is
+    recorded in the audit trail with its request and what it did."""
     if _replaying.locked():
         raise HTTPException(409, "a replay is already running in this worker")
     settings = runtime.settings
@@ -91,4 +93,14 @@ async def replay(request: ReplayRequest, runtime: RuntimeDep) -> dict[str, Any]:
             settings.dlq_replay_timeout.total_seconds(),
             request.group,
         )
-    return asdict(report)
+    answer = asdict(report)
+    if not request.dry_run:
+        entry = AuditEntry(
+            actor,
+            "dlq.replay",
+            settings.kafka_topic_dlq,
+            None,
+            {"request": request.model_dump(mode="json"), "report": answer},
+        )
+        await asyncio.to_thread(runtime.audit.record, entry)
+    return answer

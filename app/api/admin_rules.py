@@ -7,7 +7,6 @@ instance at its next poll.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Any
 
@@ -16,10 +15,11 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
 from starlette.responses import Response
 
-from app.api.dependencies import RuntimeDep
+from app.api.dependencies import ActorDep, RuntimeDep
 from app.api.request_body import ADMIN_MAX_BYTES, BODY_RESPONSES, limited_body_route
 from app.api.responses import JsonResponse
 from app.api.schemas import ErrorBody
+from app.audit.trail import Actor
 from app.routing import templates
 from app.routing.router import Router
 from app.routing.rules import RoutingRule
@@ -77,7 +77,8 @@ def _invalid(message: str, field: str = "(body)") -> RequestValidationError:
     return RequestValidationError([{"loc": ("body", field), "msg": message, "type": "value_error"}])
 
 
-async def _save(runtime: Runtime, rule: RoutingRule) -> None:
+async def _save(runtime: Runtime, rule: RoutingRule, actor: Actor) -> bool:
+    """Check the rule's topics (governance, existence), then save it: True when it is new."""
     try:
         runtime.rules.policy.check(rule)
     except ValueError as exc:
@@ -90,9 +91,7 @@ async def _save(runtime: Runtime, rule: RoutingRule) -> None:
         raise HTTPException(
             503, f"Kafka did not answer, so the rule's topics could not be checked; nothing was saved: {exc}"
         ) from None
-    async with runtime.rules.lock:
-        await asyncio.to_thread(runtime.rules.store.save, rule)
-        await runtime.rules.reload()
+    return await runtime.rules.save(rule, actor)
 
 
 @router.get("", response_model=RuleSet, summary="All routing rules, in evaluation order")
@@ -101,11 +100,11 @@ async def list_rules(runtime: RuntimeDep) -> Response:
 
 
 @router.post("", status_code=201, response_model=RoutingRule, responses={409: {"model": ErrorBody}, **ERRORS})
-async def create_rule(rule: RoutingRule, runtime: RuntimeDep) -> Response:
+async def create_rule(rule: RoutingRule, runtime: RuntimeDep, actor: ActorDep) -> Response:
     """Add a rule. Its topics must be on KAFKA_ALLOWED_TOPICS or follow KAFKA_TOPIC_PATTERN."""
     if any(existing.id == rule.id for existing in runtime.router.rules):
         raise HTTPException(409, f"routing rule {rule.id!r} exists: use PUT to replace it")
-    await _save(runtime, rule)
+    await _save(runtime, rule, actor)
     return JsonResponse(rule.model_dump(mode="json"), status_code=201)
 
 
@@ -123,17 +122,16 @@ async def get_rule(rule_id: str, runtime: RuntimeDep) -> Response:
 
 
 @router.put("/{rule_id}", response_model=RoutingRule, responses=ERRORS)
-async def replace_rule(rule_id: str, rule: RoutingRule, runtime: RuntimeDep) -> Response:
+async def replace_rule(rule_id: str, rule: RoutingRule, runtime: RuntimeDep, actor: ActorDep) -> Response:
     """Create or replace the rule with this id."""
     if rule.id != rule_id:
         raise _invalid(f"the body's id {rule.id!r} differs from the path's {rule_id!r}", "id")
-    created = all(existing.id != rule_id for existing in runtime.router.rules)
-    await _save(runtime, rule)
+    created = await _save(runtime, rule, actor)
     return JsonResponse(rule.model_dump(mode="json"), status_code=201 if created else 200)
 
 
 @router.patch("/{rule_id}", response_model=RoutingRule, responses=ERRORS)
-async def patch_rule(rule_id: str, changes: dict[str, Any], runtime: RuntimeDep) -> Response:
+async def patch_rule(rule_id: str, changes: dict[str, Any], runtime: RuntimeDep, actor: ActorDep) -> Response:
     """Change some fields (e.g. `{"enabled": false}`); the result is validated as a whole."""
     if "id" in changes and changes["id"] != rule_id:
         raise _invalid("a rule's id cannot be changed", "id")
@@ -144,16 +142,14 @@ async def patch_rule(rule_id: str, changes: dict[str, Any], runtime: RuntimeDep)
         raise RequestValidationError(
             [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
         ) from None
-    await _save(runtime, rule)
+    await _save(runtime, rule, actor)
     return JsonResponse(rule.model_dump(mode="json"))
 
 
 @router.delete("/{rule_id}", status_code=204, responses=ERRORS)
-async def delete_rule(rule_id: str, runtime: RuntimeDep) -> Response:
-    async with runtime.rules.lock:
-        if await asyncio.to_thread(runtime.rules.store.delete, rule_id) is None:
-            raise HTTPException(404, f"no routing rule {rule_id!r}")
-        await runtime.rules.reload()
+async def delete_rule(rule_id: str, runtime: RuntimeDep, actor: ActorDep) -> Response:
+    if not await runtime.rules.delete(rule_id, actor):
+        raise HTTPException(404, f"no routing rule {rule_id!r}")
     return Response(status_code=204)
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.audit.trail import Actor, AuditEntry
 from app.database.schema import RoutingRulesVersion, StoredRoutingRule
 from app.routing.governance import TopicPolicy
 from app.routing.router import Router
@@ -63,25 +64,33 @@ class RuleStore:
             return False
         return True
 
-    def save(self, rule: RoutingRule) -> int:
-        """Insert or replace one rule; returns the new version."""
+    def save(self, rule: RoutingRule, actor: Actor) -> AuditEntry:
+        """Insert or replace one rule, bump the version and record the change, in one transaction."""
         with Session(self.engine) as session, session.begin():
             now = datetime.now(UTC)
-            version = self._bump(session, now)
+            self._bump(session, now)
             stored = session.get(StoredRoutingRule, rule.id)
+            body = rule.model_dump(mode="json")
             if stored is None:
-                session.add(StoredRoutingRule(id=rule.id, body=rule.model_dump(mode="json"), updated_at=now))
+                session.add(StoredRoutingRule(id=rule.id, body=body, updated_at=now))
+                entry = AuditEntry(actor, "routing_rule.create", rule.id, None, body)
             else:
-                stored.body, stored.updated_at = rule.model_dump(mode="json"), now
-            return version
+                entry = AuditEntry(actor, "routing_rule.update", rule.id, stored.body, body)
+                stored.body, stored.updated_at = body, now
+            entry.add(session)
+            return entry
 
-    def delete(self, rule_id: str) -> int | None:
-        """Remove one rule; returns the new version, or None when there was no such rule."""
+    def delete(self, rule_id: str, actor: Actor) -> AuditEntry | None:
+        """Remove one rule, bump the version and record the change; None when there was no such rule."""
         with Session(self.engine) as session, session.begin():
-            if session.get(StoredRoutingRule, rule_id) is None:
+            stored = session.get(StoredRoutingRule, rule_id)
+            if stored is None:
                 return None
+            entry = AuditEntry(actor, "routing_rule.delete", rule_id, stored.body, None)
             session.execute(delete(StoredRoutingRule).where(StoredRoutingRule.id == rule_id))
-            return self._bump(session, datetime.now(UTC))
+            self._bump(session, datetime.now(UTC))
+            entry.add(session)
+            return entry
 
     @staticmethod
     def _bump(session: Session, now: datetime) -> int:
@@ -119,6 +128,22 @@ class RuleSync:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    async def save(self, rule: RoutingRule, actor: Actor) -> bool:
+        """Save a rule (checked by the caller) and apply it here at once; True when it is new."""
+        async with self.lock:
+            entry = await asyncio.to_thread(self.store.save, rule, actor)
+            await self.reload()
+        return entry.before is None
+
+    async def delete(self, rule_id: str, actor: Actor) -> bool:
+        """Delete a rule and apply that here at once; False when there was no such rule."""
+        async with self.lock:
+            entry = await asyncio.to_thread(self.store.delete, rule_id, actor)
+            if entry is None:
+                return False
+            await self.reload()
+        return True
 
     async def reload(self) -> None:
         version, rules = await asyncio.to_thread(self.store.load)

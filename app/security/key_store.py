@@ -15,10 +15,12 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from app.audit.trail import Actor, AuditEntry
 from app.database.schema import StoredApiKey
 from app.security.keys import ApiKey, ConfiguredApiKey, Scope, generate_key, hash_key, shown_prefix
 from event_models.models import EventType
@@ -39,6 +41,18 @@ class KeyRecord:
     created_at: datetime | None
     revoked_at: datetime | None
     source: str
+
+    def audit_view(self) -> dict[str, Any]:
+        """What the audit trail keeps of a key: everything shown, never the secret or its hash."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "prefix": self.prefix,
+            "scopes": self.scopes,
+            "event_types": self.event_types,
+            "rate_limit": self.rate_limit,
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+        }
 
     def to_api_key(self) -> ApiKey:
         return ApiKey(
@@ -87,8 +101,10 @@ class ApiKeyStore:
         scopes: Iterable[Scope],
         event_types: Iterable[EventType] | None,
         rate_limit: float | None,
+        actor: Actor,
     ) -> tuple[KeyRecord, str]:
-        """A new key; returns its record and the key itself, which is not kept anywhere."""
+        """A new key, recorded in the audit trail in the same transaction; returns its record and
+        the key itself, which is not kept anywhere."""
         key = generate_key()
         row = StoredApiKey(
             id="key_" + secrets.token_hex(6),
@@ -103,7 +119,9 @@ class ApiKeyStore:
         with Session(self.engine) as session, session.begin():
             session.add(row)
             session.flush()
-            return _record(row), key
+            record = _record(row)
+            AuditEntry(actor, "api_key.create", record.id, None, record.audit_view()).add(session)
+            return record, key
 
     def all(self) -> list[tuple[str, KeyRecord]]:
         """Every stored key with its SHA-256, oldest first."""
@@ -111,14 +129,17 @@ class ApiKeyStore:
             rows = session.scalars(select(StoredApiKey).order_by(StoredApiKey.created_at, StoredApiKey.id))
             return [(row.key_sha256, _record(row)) for row in rows]
 
-    def revoke(self, key_id: str) -> KeyRecord | None:
-        """Mark a key revoked (kept, so that its use is answered "revoked"); None when unknown."""
+    def revoke(self, key_id: str, actor: Actor) -> KeyRecord | None:
+        """Mark a key revoked (kept, so that its use is answered "revoked") and record it in the
+        audit trail; None when unknown. Revoking a revoked key changes and records nothing."""
         with Session(self.engine) as session, session.begin():
             row = session.get(StoredApiKey, key_id, with_for_update=True)
             if row is None:
                 return None
             if row.revoked_at is None:
+                before = _record(row).audit_view()
                 row.revoked_at = datetime.now(UTC)
+                AuditEntry(actor, "api_key.revoke", key_id, before, _record(row).audit_view()).add(session)
             return _record(row)
 
 
@@ -151,6 +172,27 @@ class KeyRing:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    async def create(
+        self,
+        name: str,
+        scopes: Iterable[Scope],
+        event_types: Iterable[EventType] | None,
+        rate_limit: float | None,
+        actor: Actor,
+    ) -> tuple[KeyRecord, str]:
+        """A new key (recorded in the audit trail), usable here at once and on every other worker
+        and instance within API_KEYS_REFRESH_INTERVAL; returns its record and the key itself."""
+        record, key = await asyncio.to_thread(self.store.create, name, scopes, event_types, rate_limit, actor)
+        await self.refresh()
+        return record, key
+
+    async def revoke(self, key_id: str, actor: Actor) -> KeyRecord | None:
+        """Revoke a stored key, here at once and elsewhere within the refresh interval; None when unknown."""
+        record = await asyncio.to_thread(self.store.revoke, key_id, actor)
+        if record is not None:
+            await self.refresh()
+        return record
 
     async def refresh(self) -> None:
         stored = await asyncio.to_thread(self.store.all)

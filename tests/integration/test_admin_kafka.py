@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -36,7 +37,7 @@ async def test_topics_are_created_at_start_and_a_mismatch_is_reported(
 
     async with running(create_app(settings)) as client:
         deadline = time.monotonic() + 20
-        topics: dict[str, dict[str, object]] = {}
+        topics: dict[str, dict[str, Any]] = {}
         while time.monotonic() < deadline:
             topics = {item["name"]: item for item in (await client.get("/admin/topics")).json()["topics"]}
             if all(item["exists"] for item in topics.values()):

@@ -8,6 +8,7 @@ from typing import TypeVar
 
 from sqlalchemy import Engine
 
+from app.audit.trail import SYSTEM
 from app.config.settings import load_settings
 from app.database.engine import create_database_engine
 from app.publishing.pause import PauseSwitch
@@ -56,7 +57,7 @@ def test_concurrent_seeding_writes_once_and_fails_no_one(database_url: str) -> N
 def test_concurrent_first_pause_fails_no_one(database_url: str) -> None:
     engines = [create_database_engine(database_url) for _ in range(4)]
     try:
-        _, errors = _all_at_once(engines, lambda engine: PauseSwitch(engine).set(True))
+        _, errors = _all_at_once(engines, lambda engine: PauseSwitch(engine).set(True, SYSTEM))
         assert errors == []
         assert PauseSwitch(engines[0]).refresh() is True
     finally:

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from sqlalchemy import create_engine
 
 from app.api.auth import presented_key, required_scope
+from app.audit.trail import SYSTEM
 from app.database import migrations
 from app.security.__main__ import main as security_cli
 from app.security.key_store import ApiKeyStore, KeyRing
@@ -45,7 +46,7 @@ async def test_key_ring_finds_configured_and_stored_keys_and_sees_revocation(tmp
         configured = ConfiguredApiKey(name="ops", key="ops-key-0123456789", scopes=[Scope.ADMIN])
         ring = KeyRing([configured], store, interval=60)
         await ring.refresh()
-        record, key = store.create("web", [Scope.INGEST], [EventType.ATTEMPT], None)
+        record, key = store.create("web", [Scope.INGEST], [EventType.ATTEMPT], None, SYSTEM)
         assert ring.lookup(key) is None  # not yet reloaded
         await ring.refresh()
         found = ring.lookup(key)
@@ -59,7 +60,7 @@ async def test_key_ring_finds_configured_and_stored_keys_and_sees_revocation(tmp
         assert ops.source == "config"
         assert ops.may_post("session")
         assert ring.lookup("eik_unknown") is None
-        store.revoke(record.id)
+        store.revoke(record.id, SYSTEM)
         await ring.refresh()
         revoked = ring.lookup(key)
         assert revoked is not None
