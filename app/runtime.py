@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -13,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
 from app.audit.trail import Actor, AuditTrail
+from app.background import BackgroundLoop
 from app.config.settings import Settings
 from app.database.engine import check_schema, create_database_engine
 from app.events.time_window import EventTimeWindow
@@ -109,6 +111,7 @@ class Runtime:
     # Several workers: each one's state, shared with the others for the whole-service view.
     worker_reports: WorkerReports | None = None
     background: set[asyncio.Task[None]] = field(default_factory=set)
+    loops: list[BackgroundLoop[Any]] = field(default_factory=list)
     readiness: Readiness = field(default_factory=Readiness)
     shutting_down: bool = False
 
@@ -227,17 +230,26 @@ class Runtime:
         self.relay.start()
         self.recovery.start()
         self.metrics.bind_live_values({self.metrics.ready: lambda: float(self.readiness.ready)})
-        jobs = [(self._prepare_topics(), "prepare-topics"), (self._watch_readiness(), "readiness")]
+        task = asyncio.create_task(self._prepare_topics(), name="prepare-topics")
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        # Keep the readiness answer (and the `event_ingest_ready` gauge) fresh without probes.
+        readiness_interval = max(self.settings.readiness_cache.total_seconds(), 1.0)
+        self.loops.append(BackgroundLoop("readiness", self.check_ready, readiness_interval, logger=logger))
         if isinstance(self.ingest.idempotency, DatabaseIdempotencyStore):
-            jobs.append((self._purge_idempotency_keys(self.ingest.idempotency), "idempotency-purge"))
+            purge = functools.partial(self._purge_idempotency_keys, self.ingest.idempotency)
+            self.loops.append(
+                BackgroundLoop(
+                    "idempotency-purge", purge, IDEMPOTENCY_PURGE_SECONDS, delay_first=True, logger=logger
+                )
+            )
         shared = multiprocess_directory()
         if shared is not None:
             self.worker_reports = WorkerReports(shared)
-            jobs.append((self._report_to_other_workers(self.worker_reports), "worker-report"))
-        for job, name in jobs:
-            task = asyncio.create_task(job, name=name)
-            self.background.add(task)
-            task.add_done_callback(self.background.discard)
+            report = functools.partial(self._report_to_other_workers, self.worker_reports)
+            self.loops.append(BackgroundLoop("worker-report", report, REPORT_INTERVAL_SECONDS, logger=logger))
+        for loop in self.loops:
+            loop.start()
 
     def _warn_about_auth(self) -> None:
         if not self.settings.auth_enabled:
@@ -323,16 +335,6 @@ class Runtime:
                 logger.warning("topics not checked yet; retrying", extra={"reason": str(exc)})
                 await asyncio.sleep(TOPIC_CHECK_RETRY_SECONDS)
 
-    async def _watch_readiness(self) -> None:
-        """Keep the readiness answer (and the `event_ingest_ready` gauge) fresh without probes."""
-        interval = max(self.settings.readiness_cache.total_seconds(), 1.0)
-        while True:
-            try:
-                await self.check_ready()
-            except Exception:  # a failed check is "not ready" next time; the watch goes on
-                logger.exception("readiness check failed")
-            await asyncio.sleep(interval)
-
     async def set_paused(self, paused: bool, actor: Actor) -> None:
         """Pause or resume publishing here at once, and everywhere at the next relay round."""
         await asyncio.to_thread(self.relay.pause.set, paused, actor)
@@ -354,6 +356,10 @@ class Runtime:
         self.shutting_down = True
         for task in list(self.background):
             task.cancel()
+        for loop in self.loops:
+            await loop.stop()
+        if self.worker_reports is not None:
+            self.worker_reports.remove()  # stopped: this worker is no longer part of the service
         await self.rules.stop()
         await self.keys.stop()
         await self.recovery.stop()
@@ -386,27 +392,14 @@ class Runtime:
         }
 
     async def _report_to_other_workers(self, reports: WorkerReports) -> None:
-        try:
-            while True:
-                try:
-                    await asyncio.to_thread(reports.write, self.worker_report())
-                except OSError:  # a full or vanished directory: the view is stale, serving goes on
-                    logger.exception("worker report not written")
-                await asyncio.sleep(REPORT_INTERVAL_SECONDS)
-        finally:
-            reports.remove()  # stopped: this worker is no longer part of the service
+        """Share this worker's state (a failed write leaves the view stale; serving goes on)."""
+        await asyncio.to_thread(reports.write, self.worker_report())
 
     async def _purge_idempotency_keys(self, store: DatabaseIdempotencyStore) -> None:
-        """Delete expired keys now and then (every worker does; a delete finds nothing twice)."""
-        while True:
-            await asyncio.sleep(IDEMPOTENCY_PURGE_SECONDS)
-            try:
-                purged = await asyncio.to_thread(store.purge_expired)
-            except Exception:  # the database may be away for a while: try again next time
-                logger.exception("purging expired idempotency keys failed")
-                continue
-            if purged:
-                logger.info("expired idempotency keys purged", extra={"keys": purged})
+        """Delete expired keys (every worker does now and then; a delete finds nothing twice)."""
+        purged = await asyncio.to_thread(store.purge_expired)
+        if purged:
+            logger.info("expired idempotency keys purged", extra={"keys": purged})
 
     async def check_ready(self) -> Readiness:
         """Ready when not shutting down and the cluster answered a metadata request recently."""

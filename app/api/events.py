@@ -17,10 +17,12 @@ from app.api.responses import JsonResponse
 from app.api.schemas import BatchRequest, BatchResult, ErrorBody, EventAccepted
 from app.config.settings import Settings
 from app.ingest.service import ItemOutcome
-from app.publishing.publisher import FailureCode
 from app.runtime import Runtime
 from app.security.keys import ANONYMOUS
 from event_models.models import ActivityEvent, AttemptEvent, BaseEvent, PlacementEvent, SessionEvent
+from event_models.outcomes import EventStatus, FailureCode
+
+STATUS_WORDS = tuple(status.value for status in EventStatus)  # plain str: the batch body's count keys
 
 _FAILURE_STATUS = {
     FailureCode.QUEUE_FULL: 429,
@@ -60,11 +62,13 @@ SINGLE_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def _answer_single(outcome: ItemOutcome) -> Response:
     if outcome.validation_errors is not None:
-        return error_response(422, outcome.validation_errors, "validation_error", event_id=outcome.event_id)
+        return error_response(
+            422, outcome.validation_errors, FailureCode.VALIDATION_ERROR.value, event_id=outcome.event_id
+        )
     failure = outcome.failure
     if failure is None:
         body = {"event_id": outcome.event_id, "status": outcome.status, "topics": outcome.topics}
-        return JsonResponse(body, status_code=200 if outcome.status == "duplicate" else 202)
+        return JsonResponse(body, status_code=200 if outcome.status == EventStatus.DUPLICATE else 202)
     extra: dict[str, Any] = {"dead_lettered": True} if failure.dead_lettered else {}
     return error_response(
         _FAILURE_STATUS[failure.code],
@@ -221,7 +225,7 @@ def events_router(settings: Settings) -> APIRouter:
 
 def _batch_body(outcomes: list[ItemOutcome]) -> dict[str, Any]:
     """The BatchResult body, built as plain data (this runs once per item of every batch)."""
-    counts = dict.fromkeys(("accepted", "spooled", "unrouted", "duplicate", "rejected"), 0)
+    counts = dict.fromkeys(STATUS_WORDS, 0)
     results = []
     for index, outcome in enumerate(outcomes):
         counts[outcome.status] += 1
@@ -231,7 +235,7 @@ def _batch_body(outcomes: list[ItemOutcome]) -> dict[str, Any]:
         if outcome.validation_errors is not None:
             item["errors"] = [
                 {
-                    "code": "validation_error",
+                    "code": FailureCode.VALIDATION_ERROR.value,
                     "message": error["message"],
                     "retriable": False,
                     "field": error["field"],

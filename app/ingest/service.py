@@ -19,16 +19,14 @@ from app.idempotency.store import IdempotencyStore, StoredResult
 from app.observability.publisher_metrics import PublisherMetrics
 from app.publishing.publisher import (
     EventPublisher,
-    FailureCode,
-    Outcome,
     PublishFailure,
     PublishResult,
 )
 from event_models.models import AnyEvent, AttemptEvent, BaseEvent
+from event_models.outcomes import EventStatus, FailureCode
 
 EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
 
-ItemStatus = Literal["accepted", "spooled", "unrouted", "duplicate", "rejected"]
 AckLevel = Literal["kafka", "spool"]
 _Keys = list[tuple[Literal["request", "attempt"], str]]  # an event's idempotency keys, by kind
 
@@ -37,7 +35,7 @@ _Keys = list[tuple[Literal["request", "attempt"], str]]  # an event's idempotenc
 class ItemOutcome:
     """What happened to one event of a request."""
 
-    status: ItemStatus
+    status: EventStatus | str  # a str when read back from an idempotency store
     event_id: str | None = None
     topics: Sequence[str] = ()
     failure: PublishFailure | None = None
@@ -47,25 +45,16 @@ class ItemOutcome:
         return {"event_id": self.event_id, "status": self.status, "topics": self.topics}
 
 
-def _from_stored(stored: StoredResult, status: ItemStatus | None = None) -> ItemOutcome:
+def _from_stored(stored: StoredResult, status: EventStatus | None = None) -> ItemOutcome:
     return ItemOutcome(
-        status=status or stored.get("status", "duplicate"),
+        status=status or stored.get("status", EventStatus.DUPLICATE),
         event_id=stored["event_id"],
         topics=tuple(stored.get("topics", ())),
     )
 
 
-_STATUS_OF: dict[Outcome, ItemStatus] = {
-    Outcome.ACCEPTED: "accepted",
-    Outcome.SPOOLED: "spooled",
-    Outcome.UNROUTED: "unrouted",
-}
-
-
 def _from_publish(result: PublishResult) -> ItemOutcome:
-    if result.failure is not None:
-        return ItemOutcome("rejected", result.event_id, result.topics, failure=result.failure)
-    return ItemOutcome(_STATUS_OF[result.outcome], result.event_id, result.topics)
+    return ItemOutcome(result.outcome, result.event_id, result.topics, failure=result.failure)
 
 
 class IngestService:
@@ -90,7 +79,7 @@ class IngestService:
         problems = self.time_window.problems(event)
         if problems is not None:
             self.metrics.record_rejected("validation")
-            return ItemOutcome("rejected", event.event_id_text, validation_errors=problems)
+            return ItemOutcome(EventStatus.REJECTED, event.event_id_text, validation_errors=problems)
         (outcome,) = await self._ingest(
             [event], [_keys(event, idempotency_key)], traceparent, ack, batch=False
         )
@@ -122,7 +111,7 @@ class IngestService:
                 except ValidationError as exc:
                     raw_id = item.get("event_id") if isinstance(item, dict) else None
                     outcomes[index] = ItemOutcome(
-                        "rejected",
+                        EventStatus.REJECTED,
                         _uuid_or_none(raw_id),
                         validation_errors=describe_errors(exc.errors(), strip_tag=True),
                     )
@@ -130,12 +119,14 @@ class IngestService:
             if may_post is not None and not may_post(event.event_type):
                 forbidden += 1
                 outcomes[index] = ItemOutcome(
-                    "rejected", event.event_id_text, failure=_forbidden(event.event_type)
+                    EventStatus.REJECTED, event.event_id_text, failure=_forbidden(event.event_type)
                 )
                 continue
             if not earliest <= event.occurred_at <= latest:
                 problems = self.time_window.problems(event, now)
-                outcomes[index] = ItemOutcome("rejected", event.event_id_text, validation_errors=problems)
+                outcomes[index] = ItemOutcome(
+                    EventStatus.REJECTED, event.event_id_text, validation_errors=problems
+                )
                 continue
             valid.append((index, event))
         if forbidden:
@@ -178,7 +169,7 @@ class IngestService:
                 kind = keys[position][key_position][0]
                 # A retried batch gets the first answer for its items; anything else is a duplicate.
                 replay = batch and kind == "request" and stored.get("status") != "in_progress"
-                outcomes[position] = _from_stored(stored, None if replay else "duplicate")
+                outcomes[position] = _from_stored(stored, None if replay else EventStatus.DUPLICATE)
                 self.metrics.record_duplicate()
         fresh = [position for position, outcome in enumerate(outcomes) if outcome is None]
         results = await self.publisher.publish_many(
@@ -191,7 +182,9 @@ class IngestService:
             outcomes[position] = outcome
             if not keys[position]:
                 continue
-            if outcome.status == "rejected":  # not accepted: a retry must be processed, not answered
+            if (
+                outcome.status == EventStatus.REJECTED
+            ):  # not accepted: a retry must be processed, not answered
                 released += [key for _, key in keys[position]]
             else:
                 stored = outcome.stored()

@@ -2,6 +2,8 @@
 
 pybreaker has no asyncio support of its own: `with breaker.calling(): await ...` counts what the
 awaited block raises, and a lock of ours lets only one trial through while the breaker half-opens.
+A delivery reports an outage by calling `failed` on what the guard yields; turning that into the
+exception pybreaker counts is this module's business, not the caller's.
 """
 
 from __future__ import annotations
@@ -28,7 +30,20 @@ class _StateListener(pybreaker.CircuitBreakerListener):
 
 
 class OutageError(Exception):
-    """Raised inside the breaker's guard to count a delivery that failed because of an outage."""
+    """What pybreaker counts: raised (and caught) by the guard when its delivery reported an outage."""
+
+
+class Attempt:
+    """One delivery under the breaker's guard."""
+
+    __slots__ = ("outage",)
+
+    def __init__(self) -> None:
+        self.outage: str | None = None
+
+    def failed(self, reason: str) -> None:
+        """The delivery failed because Kafka is unreachable or failing: count it against the breaker."""
+        self.outage = reason
 
 
 class DeliveryBreaker:
@@ -94,26 +109,32 @@ class DeliveryBreaker:
             self._breaker.half_open()
 
     @asynccontextmanager
-    async def guard(self) -> AsyncIterator[None]:
+    async def guard(self) -> AsyncIterator[Attempt]:
         """Run a delivery under the breaker; raise BrokerUnavailableError when it is open.
 
-        The body raises OutageError to count a failure. Any other exception (a bad record, a
-        cancelled request) is not the broker's fault and does not count against it.
+        The body calls `failed(reason)` on the yielded Attempt to count an outage. An exception
+        from the body (a bad record, a cancelled request) is not the broker's fault: it passes
+        through and does not count.
         """
+        attempt = Attempt()
         if self.state == "closed" and not self._held:
-            with self._calling():
-                yield
+            with self._counting(attempt):
+                yield attempt
             return
         if self._held or self._trial.locked():  # a trial is already probing the broker
             raise BrokerUnavailableError("circuit breaker is open", self.retry_after())
         async with self._trial:
-            with self._calling():
-                yield
+            with self._counting(attempt):
+                yield attempt
 
     @contextmanager
-    def _calling(self) -> Iterator[None]:
+    def _counting(self, attempt: Attempt) -> Iterator[None]:
         try:
             with self._breaker.calling():
                 yield
+                if attempt.outage is not None:
+                    raise OutageError(attempt.outage)  # pybreaker counts what its block raises
+        except OutageError:
+            pass  # counted; the delivery already knows it failed
         except pybreaker.CircuitBreakerError:
             raise BrokerUnavailableError("circuit breaker is open", self.retry_after()) from None

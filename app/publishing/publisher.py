@@ -19,7 +19,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -27,7 +26,7 @@ from confluent_kafka import KafkaError
 
 from app.observability.publisher_metrics import PublisherMetrics
 from app.observability.tracing import Tracing
-from app.publishing.breaker import DeliveryBreaker, OutageError
+from app.publishing.breaker import DeliveryBreaker
 from app.publishing.errors import ACK_DEADLINE_PASSED, BrokerUnavailableError, DeliveryError, QueueFullError
 from app.publishing.pause import PauseSwitch
 from app.publishing.producer import AsyncProducer, Delivery
@@ -39,6 +38,7 @@ from app.serialization.codecs import EventSerializer
 from app.spool.service import Spool
 from app.spool.store import NewRecord, SpoolFullError
 from event_models.models import BaseEvent
+from event_models.outcomes import EventStatus, FailureCode
 
 logger = logging.getLogger(__name__)
 
@@ -54,26 +54,6 @@ ACK_GRACE_SECONDS = 2.0
 RECENT_BROKER_FAILURE_SECONDS = 30.0
 # How often a request past KAFKA_FAULT_ACK_DEADLINE checks whether a broker failed meanwhile.
 FAULT_CHECK_SECONDS = 0.25
-
-
-class Outcome(StrEnum):
-    """What happened to one event."""
-
-    ACCEPTED = "accepted"
-    SPOOLED = "spooled"
-    UNROUTED = "unrouted"
-    FAILED = "failed"
-
-
-class FailureCode(StrEnum):
-    """Machine-readable reason an event was not accepted (the `code` in error bodies)."""
-
-    QUEUE_FULL = "queue_full"
-    SPOOL_FULL = "spool_full"
-    SPOOL_UNAVAILABLE = "spool_unavailable"
-    RECORD_REJECTED = "record_rejected"
-    FORBIDDEN = "forbidden"  # the caller's API key may not post this event type
-    RATE_LIMITED = "rate_limited"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +72,7 @@ class PublishResult:
     """The answer for one event."""
 
     event_id: str
-    outcome: Outcome
+    outcome: EventStatus  # accepted, spooled, unrouted, or rejected (with `failure`)
     topics: tuple[str, ...] = ()
     failure: PublishFailure | None = None
 
@@ -231,11 +211,11 @@ class EventPublisher:
     ) -> PublishResult:
         if route.unrouted:
             self.metrics.record_unrouted(event.event_type)
-            return PublishResult(event.event_id_text, Outcome.UNROUTED)
+            return PublishResult(event.event_id_text, EventStatus.UNROUTED)
         if failure is not None:
-            return PublishResult(event.event_id_text, Outcome.FAILED, route.topics, failure)
+            return PublishResult(event.event_id_text, EventStatus.REJECTED, route.topics, failure)
         return PublishResult(
-            event.event_id_text, Outcome.SPOOLED if spooled else Outcome.ACCEPTED, route.topics
+            event.event_id_text, EventStatus.SPOOLED if spooled else EventStatus.ACCEPTED, route.topics
         )
 
     def _records(
@@ -284,7 +264,7 @@ class EventPublisher:
         deadline = time.monotonic() + self._ack_timeout
         pending = records
         try:
-            async with self.breaker.guard():
+            async with self.breaker.guard() as under_breaker:
                 while pending:
                     retry_now = await self._send_once(pending, failures, result, deadline)
                     attempt = max((record.attempts for record in retry_now), default=0)
@@ -308,9 +288,7 @@ class EventPublisher:
                 # are those given up on during a failover (the cluster is electing leaders).
                 evidence = [reason for record, reason in result.outage if not _no_outage_evidence(record)]
                 if evidence:
-                    raise OutageError(evidence[0])
-        except OutageError:
-            pass  # counted by the breaker; the records are spooled
+                    under_breaker.failed(evidence[0])  # the records are spooled
         except BrokerUnavailableError:  # raised on entry: nothing was sent
             result.outage = [
                 (record, "circuit breaker open") for record in records if record.index not in failures

@@ -7,17 +7,16 @@ and reloads the whole set when it moved, so a change reaches all of them within 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from pydantic import ValidationError
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.audit.trail import Actor, AuditEntry
+from app.background import BackgroundLoop
 from app.database.schema import RoutingRulesVersion, StoredRoutingRule
 from app.routing.governance import TopicPolicy
 from app.routing.router import Router
@@ -111,8 +110,9 @@ class RuleSync:
         self.router = router
         self.policy = policy
         self.version = 0
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundLoop(
+            "routing-rules-sync", self._poll, interval, delay_first=True, logger=logger
+        )
         self.lock = asyncio.Lock()  # one admin change at a time in this worker
 
     async def start(self, initial: Sequence[RoutingRule]) -> None:
@@ -121,13 +121,10 @@ class RuleSync:
         if await asyncio.to_thread(self.store.seed, initial):
             logger.info("routing rules seeded", extra={"rules": [rule.id for rule in initial]})
         await self.reload()
-        self._task = asyncio.create_task(self._poll(), name="routing-rules-sync")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._loop.stop()
 
     async def save(self, rule: RoutingRule, actor: Actor) -> bool:
         """Save a rule (checked by the caller) and apply it here at once; True when it is new."""
@@ -151,11 +148,6 @@ class RuleSync:
         self.version = version
 
     async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                if await asyncio.to_thread(self.store.version) != self.version:
-                    await self.reload()
-                    logger.info("routing rules reloaded", extra={"version": self.version})
-            except (ValidationError, Exception):  # a bad poll must not end the sync: try again later
-                logger.exception("routing rules poll failed")
+        if await asyncio.to_thread(self.store.version) != self.version:
+            await self.reload()
+            logger.info("routing rules reloaded", extra={"version": self.version})

@@ -9,7 +9,6 @@ everywhere within that interval; on the instance that made the change, at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import Iterable
@@ -21,6 +20,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from app.audit.trail import Actor, AuditEntry
+from app.background import BackgroundLoop
 from app.database.schema import StoredApiKey
 from app.security.keys import ApiKey, ConfiguredApiKey, Scope, generate_key, hash_key, shown_prefix
 from event_models.models import EventType
@@ -151,8 +151,10 @@ class KeyRing:
         self._configured = {item.digest(): item.to_api_key() for item in configured}
         self._keys: dict[str, ApiKey] = dict(self._configured)
         self.records: list[KeyRecord] = []
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
+        # A failed refresh keeps the last ring; the loop tries again at the next interval.
+        self._loop = BackgroundLoop(
+            "api-keys-refresh", self.refresh, interval, delay_first=True, logger=logger
+        )
 
     def lookup(self, key: str) -> ApiKey | None:
         # A dict lookup on a SHA-256 leaks nothing useful through timing: finding a key whose hash
@@ -165,13 +167,10 @@ class KeyRing:
 
     async def start(self) -> None:
         await self.refresh()
-        self._task = asyncio.create_task(self._poll(), name="api-keys-refresh")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._loop.stop()
 
     async def create(
         self,
@@ -200,11 +199,3 @@ class KeyRing:
         keys.update(self._configured)  # configuration wins over a table row with the same key
         self._keys = keys  # one assignment: a request sees the old ring or the new one
         self.records = [record for _, record in stored]
-
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.refresh()
-            except Exception:  # a failed refresh keeps the last ring; try again next time
-                logger.exception("API keys refresh failed")

@@ -8,16 +8,16 @@ SPOOL_MAX_ATTEMPTS times go to the dead-letter topic instead.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
+from app.background import BackgroundLoop
 from app.database.schema import SpooledRecord
 from app.observability.publisher_metrics import PublisherMetrics
-from app.publishing.breaker import DeliveryBreaker, OutageError
+from app.publishing.breaker import DeliveryBreaker
 from app.publishing.errors import BrokerUnavailableError, DeliveryError
 from app.publishing.pause import PauseSwitch
 from app.publishing.producer import AsyncProducer
@@ -55,18 +55,20 @@ class SpoolRelay:
         self.retry = retry
         self.dlq_topic = dlq_topic
         self.owner = f"{socket.gethostname()[:50]}:{os.getpid()}"
-        self._interval = interval
         self._batch_size = batch_size
         self._lease = lease
         self._max_age = max_age
         self._max_attempts = max_attempts
         self._ack_timeout = ack_timeout
         self.pause = pause
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
+        # A round that delivered something is followed by another at once (more may be due);
+        # otherwise the next waits for SPOOL_RELAY_INTERVAL or a spool write, whichever comes first.
+        self._loop = BackgroundLoop(
+            "spool-relay", self.drain_once, interval, wake=spool.added, again_now=bool, logger=logger
+        )
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="spool-relay")
+        self._loop.start()
 
     async def release_dead_claims(self) -> int:
         """Free rows claimed by relays of this host whose process is gone (a SIGKILLed worker):
@@ -80,24 +82,8 @@ class SpoolRelay:
         return released
 
     async def stop(self) -> None:
-        self._stopping.set()
-        self.spool.added.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(self._task, timeout=self._ack_timeout + 5)
-
-    async def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                delivered = await self.drain_once()
-            except Exception:  # the relay must outlive a database hiccup; it tries again next round
-                logger.exception("spool relay round failed")
-                delivered = 0
-            if delivered:  # more may be due right away
-                continue
-            self.spool.added.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.spool.added.wait(), timeout=self._interval)
+        """Let a round in progress finish (its records acknowledged or released), then stop."""
+        await self._loop.stop(grace=self._ack_timeout + 5)
 
     async def drain_once(self) -> int:
         """One round: refresh the stats, claim due rows, deliver them. Returns rows delivered."""
@@ -111,12 +97,10 @@ class SpoolRelay:
         if not rows:
             return 0
         try:
-            async with self.breaker.guard():
+            async with self.breaker.guard() as attempt:
                 delivered, outage = await self._deliver(rows)
                 if outage:
-                    raise OutageError(outage)
-        except OutageError:
-            pass
+                    attempt.failed(outage)
         except BrokerUnavailableError:
             retry_at = datetime.now(UTC) + timedelta(seconds=self.breaker.retry_after())
             await asyncio.to_thread(

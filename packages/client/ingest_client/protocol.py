@@ -9,7 +9,6 @@ import hashlib
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 import httpx
@@ -17,6 +16,7 @@ import orjson
 from pydantic import TypeAdapter
 
 from event_models.models import AnyEvent, BaseEvent
+from event_models.outcomes import EventStatus
 
 EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
 PATHS = {
@@ -30,14 +30,8 @@ RETRIABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 EventLike = BaseEvent | Mapping[str, Any]
 
 
-class PublishStatus(StrEnum):
-    """What happened to one event."""
-
-    ACCEPTED = "accepted"
-    SPOOLED = "spooled"
-    DUPLICATE = "duplicate"
-    UNROUTED = "unrouted"
-    REJECTED = "rejected"
+# What happened to one event: the service's own words (event_models.outcomes), under the client's name.
+PublishStatus = EventStatus
 
 
 @dataclass(frozen=True)
