@@ -80,7 +80,8 @@ async def publisher_metrics(runtime: RuntimeDep, scope: Scope = SCOPE_QUERY) -> 
         "average_latency_ms": service_view.combined_latency_ms(reports),
         "last_publish_time": iso_time(last_publish),
         "circuit_breaker": {
-            "state": service_view.worst_breaker_state([r["circuit_breaker"]["state"] for r in reports])
+            "state": service_view.worst_breaker_state([r["circuit_breaker"]["state"] for r in reports]),
+            "transitions": service_view.merged_transitions(reports),
         },
         "queue_length": sum(r["queue_length"] for r in reports),
         "in_flight": sum(r["in_flight"] for r in reports),

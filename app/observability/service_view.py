@@ -142,3 +142,13 @@ def combined_latency_ms(reports: list[dict[str, Any]]) -> float | None:
     if not total:
         return round(sum(latency for latency, _ in weighted) / len(weighted), 3)
     return round(sum(latency * weight for latency, weight in weighted) / total, 3)
+
+
+def merged_transitions(reports: list[dict[str, Any]], keep: int = 20) -> list[dict[str, Any]]:
+    """Every worker's breaker transitions in time order (the latest `keep`), each with its worker."""
+    merged = [
+        {**transition, "pid": report["pid"]}
+        for report in reports
+        for transition in report["circuit_breaker"]["transitions"]
+    ]
+    return sorted(merged, key=lambda transition: float(transition["at"]))[-keep:]

@@ -172,7 +172,9 @@ async def test_client_retries_through_a_429_and_publishes_once(
                 break
             await asyncio.sleep(0.05)
         loop = asyncio.get_running_loop()
-        loop.call_later(1.5, dev_broker.resume)
+        # Resumed later than the probe below can take even on a loaded machine (the probe must find the
+        # queue full), and sooner than the client's retries give up.
+        loop.call_later(3.0, dev_broker.resume)
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as plain:
             first_try = await plain.post("/v1/events/activities", json=activity_event(user_id="probe"))
         result = await client.publish(_activity(user_id="retried"))
