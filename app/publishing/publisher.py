@@ -27,10 +27,17 @@ from confluent_kafka import KafkaError
 from app.observability.publisher_metrics import PublisherMetrics
 from app.observability.tracing import Tracing
 from app.publishing.breaker import DeliveryBreaker
-from app.publishing.errors import ACK_DEADLINE_PASSED, BrokerUnavailableError, DeliveryError, QueueFullError
+from app.publishing.delivery import (
+    ACK_GRACE_SECONDS,
+    RecordSender,
+    count_acknowledged,
+    dead_letter,
+    sort_reports,
+)
+from app.publishing.errors import ACK_DEADLINE_PASSED, BrokerUnavailableError, DeliveryError
 from app.publishing.pause import PauseSwitch
-from app.publishing.producer import AsyncProducer, Delivery
-from app.publishing.records import HeaderList, OutRecord, dead_letter_headers
+from app.publishing.producer import Delivery
+from app.publishing.records import HeaderList, OutRecord
 from app.publishing.retry import RetryPolicy
 from app.routing import templates
 from app.routing.router import Route, Router
@@ -47,8 +54,6 @@ JSON_CONTENT_TYPE = "application/json"
 # More than the headers of any record take (event_id, event_type, schema_version, content_type,
 # traceparent): a key and value shorter than KAFKA_MESSAGE_MAX_BYTES minus this always fit.
 HEADER_BYTES_BOUND = 2048
-# How much longer than librdkafka's own message.timeout.ms we wait for a delivery report.
-ACK_GRACE_SECONDS = 2.0
 # A broker connection that failed this long before a request's send still counts as a fault in
 # progress for KAFKA_FAULT_ACK_DEADLINE (librdkafka reports a dead broker once, then on reconnects).
 RECENT_BROKER_FAILURE_SECONDS = 30.0
@@ -82,7 +87,7 @@ class EventPublisher:
 
     def __init__(
         self,
-        producer: AsyncProducer,
+        producer: RecordSender,
         router: Router,
         serializer: EventSerializer,
         metrics: PublisherMetrics,
@@ -311,41 +316,39 @@ class EventPublisher:
             self._fault_ack_deadline,
             lambda: self.producer.broker_failed_at,
         )
-        retry: list[OutRecord] = []
-        published: dict[str, list[float]] = {}
-        outcomes = delivery.outcomes
-        for index, record in enumerate(records):
+        reports = sort_reports(delivery, stopped_early=cut_short)
+        for record in records:
             record.attempts += 1
-            latency = outcomes[index]
-            if type(latency) is float:  # acknowledged (the common case, checked without a call)
-                record.error = None
-                published.setdefault(record.topic, []).append(latency)
-                continue
-            if latency is None and cut_short:  # still in the producer: spooled, never sent again
-                record.error = DeliveryError(
-                    record.topic,
-                    ACK_DEADLINE_PASSED,
-                    "ACK_DEADLINE",
-                    "not acknowledged within KAFKA_FAULT_ACK_DEADLINE while a broker is failing "
-                    "(Kafka may still take this copy too)",
-                    True,
-                )
-                self._count_failure(record, record.error)
-                result.outage.append((record, _spool_reason(record)))
-                continue
-            error = delivery.error(index)  # not acknowledged (no report in time is an ACK_TIMEOUT)
-            if isinstance(error, QueueFullError):
-                failures.setdefault(
-                    record.index,
-                    PublishFailure(FailureCode.QUEUE_FULL, f"publisher queue is full: {error}", True, 1.0),
-                )
-                self.metrics.record_rejected("queue_full")
-            elif error is not None:
-                record.error = error
-                self._count_failure(record, error)
-                (retry if error.retriable else result.permanent).append(record)
-        for topic, latencies in published.items():
-            self.metrics.record_published(topic, len(latencies), max(latencies))
+        for index in reports.acknowledged:
+            records[index].error = None
+        count_acknowledged(self.metrics, reports.latencies)
+        for index in reports.unreported:  # still in the producer: spooled, never sent again
+            record = records[index]
+            record.error = DeliveryError(
+                record.topic,
+                ACK_DEADLINE_PASSED,
+                "ACK_DEADLINE",
+                "not acknowledged within KAFKA_FAULT_ACK_DEADLINE while a broker is failing "
+                "(Kafka may still take this copy too)",
+                True,
+            )
+            self._count_failure(record, record.error)
+            result.outage.append((record, _spool_reason(record)))
+        for index, full in reports.queue_full:
+            failures.setdefault(
+                records[index].index,
+                PublishFailure(FailureCode.QUEUE_FULL, f"publisher queue is full: {full}", True, 1.0),
+            )
+            self.metrics.record_rejected("queue_full")
+        for index, error in reports.permanent:
+            records[index].error = error
+            self._count_failure(records[index], error)
+            result.permanent.append(records[index])
+        retry: list[OutRecord] = []
+        for index, error in reports.outage:  # no report in time counts here too (ACK_TIMEOUT)
+            records[index].error = error
+            self._count_failure(records[index], error)
+            retry.append(records[index])
         return retry
 
     def _count_failure(self, record: OutRecord, error: DeliveryError) -> None:
@@ -368,12 +371,7 @@ class EventPublisher:
             to_spool += [(r, f"dead-letter topic unavailable; DLQ reason: {r.error}") for r in records]
             return
         sent = [
-            (
-                self.dlq_topic,
-                r.value,
-                r.key,
-                dead_letter_headers(r.headers, r.topic, str(r.error), r.attempts),
-            )
+            dead_letter(self.dlq_topic, r.topic, r.key, r.value, r.headers, str(r.error), r.attempts)
             for r in records
         ]
         delivery = self.producer.send(sent)

@@ -18,10 +18,16 @@ from app.background import BackgroundLoop
 from app.database.schema import SpooledRecord
 from app.observability.publisher_metrics import PublisherMetrics
 from app.publishing.breaker import DeliveryBreaker
+from app.publishing.delivery import (
+    ACK_GRACE_SECONDS,
+    ProducedRecord,
+    RecordSender,
+    count_acknowledged,
+    dead_letter,
+    sort_reports,
+)
 from app.publishing.errors import BrokerUnavailableError, DeliveryError
 from app.publishing.pause import PauseSwitch
-from app.publishing.producer import AsyncProducer
-from app.publishing.records import dead_letter_headers
 from app.publishing.retry import RetryPolicy
 from app.spool.service import Spool
 
@@ -34,7 +40,7 @@ class SpoolRelay:
     def __init__(
         self,
         spool: Spool,
-        producer: AsyncProducer,
+        producer: RecordSender,
         breaker: DeliveryBreaker,
         metrics: PublisherMetrics,
         retry: RetryPolicy,
@@ -114,44 +120,41 @@ class SpoolRelay:
 
     async def _deliver(self, rows: list[SpooledRecord]) -> tuple[int, str]:
         now = datetime.now(UTC)
-        topics: list[str] = []
-        sent: list[tuple[str, bytes, bytes | None, list[tuple[str, str]]]] = []
+        sent: list[ProducedRecord] = []
         for row in rows:
             if row.dlq_reason is None and self._expired(row, now):
                 row.dlq_reason = (
                     f"spool_expired after {row.attempts} attempt(s): {row.last_error or row.reason}"
                 )
-            topic = self.dlq_topic if row.dlq_reason else row.topic
             headers: list[tuple[str, str]] = [(name, value) for name, value in row.headers]
             if row.dlq_reason:
-                headers = dead_letter_headers(headers, row.topic, row.dlq_reason, row.attempts + 1)
-            topics.append(topic)
-            sent.append((topic, row.value, row.key, headers))
+                reason, attempts = row.dlq_reason, row.attempts + 1
+                sent.append(
+                    dead_letter(self.dlq_topic, row.topic, row.key, row.value, headers, reason, attempts)
+                )
+            else:
+                sent.append((row.topic, row.value, row.key, headers))
         delivery = self.producer.send(sent)
-        await delivery.wait(self._ack_timeout + 2)
+        await delivery.wait(self._ack_timeout + ACK_GRACE_SECONDS)
+        reports = sort_reports(delivery)
 
-        done: list[int] = []
+        done = [rows[index].id for index in reports.acknowledged]
+        for index in reports.acknowledged:
+            if sent[index][0] == self.dlq_topic:
+                self.metrics.record_dlq(rows[index].topic)
+        reports.latencies.pop(self.dlq_topic, None)  # dead letters are counted as such, not published
+        count_acknowledged(self.metrics, reports.latencies)
+        # A full producer queue is backpressure: released for a later round, like an outage.
+        unsent = [(index, DeliveryError(sent[index][0], -1, "QUEUE_FULL", str(full), True))
+                  for index, full in reports.queue_full]  # fmt: skip
         to_dlq: list[tuple[int, str]] = []
         failed: list[tuple[SpooledRecord, DeliveryError]] = []
-        for index, (row, topic) in enumerate(zip(rows, topics, strict=True)):
-            failure = delivery.error(index)
-            if failure is None:
-                done.append(row.id)
-                if topic == self.dlq_topic:
-                    self.metrics.record_dlq(row.topic)
-                else:
-                    self.metrics.record_published(topic, 1, delivery.latency(index))
-                continue
-            error = (
-                failure
-                if isinstance(failure, DeliveryError)
-                else DeliveryError(topic, -1, "QUEUE_FULL", str(failure), True)
-            )
-            self.metrics.record_failed(topic, error.name)
-            if not error.retriable and topic != self.dlq_topic:
-                to_dlq.append((row.id, str(error)))
+        for index, error in sorted([*reports.outage, *reports.permanent, *unsent]):
+            self.metrics.record_failed(error.topic, error.name)
+            if not error.retriable and sent[index][0] != self.dlq_topic:
+                to_dlq.append((rows[index].id, str(error)))
             else:
-                failed.append((row, error))
+                failed.append((rows[index], error))
 
         await asyncio.to_thread(self.spool.store.delete, done)
         for row_id, reason in to_dlq:
