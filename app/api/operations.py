@@ -72,13 +72,12 @@ async def publisher_metrics(runtime: RuntimeDep, scope: Scope = SCOPE_QUERY) -> 
         else runtime.metrics.counts()
     )
     reports = await asyncio.to_thread(_reports, runtime)
-    last_publish = max((r["last_publish_epoch"] for r in reports if r["last_publish_epoch"]), default=None)
     return {
         "scope": "service",
         "pid": os.getpid(),
         **counts.as_json(),
         "average_latency_ms": service_view.combined_latency_ms(reports),
-        "last_publish_time": iso_time(last_publish),
+        "last_publish_time": iso_time(service_view.latest_publish(reports)),
         "circuit_breaker": {
             "state": service_view.worst_breaker_state([r["circuit_breaker"]["state"] for r in reports]),
             "transitions": service_view.merged_transitions(reports),
@@ -89,7 +88,14 @@ async def publisher_metrics(runtime: RuntimeDep, scope: Scope = SCOPE_QUERY) -> 
         "workers": [
             {
                 key: r[key]
-                for key in ("pid", "circuit_breaker", "queue_length", "in_flight", "events_published")
+                for key in (
+                    "pid",
+                    "reported_at",
+                    "circuit_breaker",
+                    "queue_length",
+                    "in_flight",
+                    "events_published",
+                )
             }
             for r in sorted(reports, key=lambda r: int(r["pid"]))
         ],
@@ -108,10 +114,9 @@ async def publisher_health_route(runtime: RuntimeDep, scope: Scope = SCOPE_QUERY
     worker that answers."""
     settings = runtime.settings
     reports = [runtime.worker_report()] if scope == "worker" else await asyncio.to_thread(_reports, runtime)
-    last_publish = max((r["last_publish_epoch"] for r in reports if r["last_publish_epoch"]), default=None)
     body = publisher_health(
         service_view.combined_recent(reports),
-        last_publish,
+        service_view.latest_publish(reports),
         service_view.worst_breaker_state([r["circuit_breaker"]["state"] for r in reports]),
         settings.health_activity_window.total_seconds(),
         settings.health_error_rate_threshold,

@@ -152,3 +152,8 @@ def merged_transitions(reports: list[dict[str, Any]], keep: int = 20) -> list[di
         for transition in report["circuit_breaker"]["transitions"]
     ]
     return sorted(merged, key=lambda transition: float(transition["at"]))[-keep:]
+
+
+def latest_publish(reports: list[dict[str, Any]]) -> float | None:
+    """When any worker last had a record acknowledged (epoch seconds), or None."""
+    return max((float(r["last_publish_epoch"]) for r in reports if r["last_publish_epoch"]), default=None)

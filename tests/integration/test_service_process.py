@@ -242,6 +242,7 @@ def test_publisher_metrics_and_health_answer_for_the_whole_service_whichever_wor
         assert sorted(worker["pid"] for worker in body["workers"]) == sorted(answered_by)
         # Each worker's own figures are as of its last report (REPORT_INTERVAL_SECONDS), not the counts.
         assert sum(worker["events_published"] for worker in body["workers"]) <= posted
+        assert all(worker["reported_at"] > 0 for worker in body["workers"])
     for body in health:
         assert (body["scope"], body["workers"], body["status"]) == ("service", 2, "healthy"), body
     per_worker = {body["pid"]: body["events_published"] for body in workers}
