@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 TOPIC_CHECK_RETRY_SECONDS = 10.0
 
 
-IDEMPOTENCY_PURGE_SECONDS = 60.0  # how often a worker deletes expired keys from the database store
+IDEMPOTENCY_PURGE_SECONDS = 60.0  # how often a worker removes expired idempotency keys
 
 
 def idempotency_store(settings: Settings) -> IdempotencyStore:
@@ -236,13 +236,15 @@ class Runtime:
         # Keep the readiness answer (and the `event_ingest_ready` gauge) fresh without probes.
         readiness_interval = max(self.settings.readiness_cache.total_seconds(), 1.0)
         self.loops.append(BackgroundLoop("readiness", self.check_ready, readiness_interval, logger=logger))
-        if isinstance(self.ingest.idempotency, DatabaseIdempotencyStore):
-            purge = functools.partial(self._purge_idempotency_keys, self.ingest.idempotency)
-            self.loops.append(
-                BackgroundLoop(
-                    "idempotency-purge", purge, IDEMPOTENCY_PURGE_SECONDS, delay_first=True, logger=logger
-                )
+        self.loops.append(
+            BackgroundLoop(
+                "idempotency-purge",
+                self._purge_idempotency_keys,
+                IDEMPOTENCY_PURGE_SECONDS,
+                delay_first=True,
+                logger=logger,
             )
+        )
         shared = multiprocess_directory()
         if shared is not None:
             self.worker_reports = WorkerReports(shared)
@@ -366,8 +368,7 @@ class Runtime:
         await self.relay.stop()
         left = await self.producer.close(self.settings.shutdown_flush_timeout.total_seconds())
         self.engine.dispose()
-        if isinstance(self.ingest.idempotency, DatabaseIdempotencyStore):
-            self.ingest.idempotency.close()
+        self.ingest.idempotency.close()
         await asyncio.to_thread(self.tracing.shutdown)
         return left
 
@@ -395,9 +396,10 @@ class Runtime:
         """Share this worker's state (a failed write leaves the view stale; serving goes on)."""
         await asyncio.to_thread(reports.write, self.worker_report())
 
-    async def _purge_idempotency_keys(self, store: DatabaseIdempotencyStore) -> None:
-        """Delete expired keys (every worker does now and then; a delete finds nothing twice)."""
-        purged = await asyncio.to_thread(store.purge_expired)
+    async def _purge_idempotency_keys(self) -> None:
+        """Remove expired keys, also while idle (every worker does; with a shared store, a delete
+        finds nothing twice)."""
+        purged = await self.ingest.idempotency.purge_expired()
         if purged:
             logger.info("expired idempotency keys purged", extra={"keys": purged})
 

@@ -257,7 +257,9 @@ class DatabaseIdempotencyStore:
             if released:
                 self._sql.delete(connection, released)
 
-    def purge_expired(self) -> int:
-        """Delete the keys whose window has passed; how many."""
+    async def purge_expired(self) -> int:
+        return await asyncio.to_thread(self._purge_expired)
+
+    def _purge_expired(self) -> int:
         with self._engine.begin() as connection:
             return self._sql.delete_expired(connection, datetime.now(UTC))

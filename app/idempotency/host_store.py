@@ -16,6 +16,7 @@ above IDEMPOTENCY_MAX_KEYS, are removed a few at a time by the requests that add
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import struct
 import threading
@@ -32,6 +33,7 @@ from app.idempotency.store import KeyGroup, Known, StoredResult, reserve_groups
 _EXPIRY = struct.Struct(">d")  # big-endian, so byte order is time order in the expiry index
 BYTES_PER_KEY = 2048  # the map's reserved (virtual) size per key; the file grows only as used
 TRIM_SPARE = 64  # expired keys a request may remove beyond the number it adds
+PURGE_BUDGET = 10_000  # expired keys one background purge removes at most (one short write transaction)
 
 _environments: dict[Path, lmdb.Environment] = {}  # LMDB allows one open per file per process
 _environments_lock = threading.Lock()
@@ -139,8 +141,19 @@ class HostIdempotencyStore:
         if found is not None:
             txn.delete(bytes(found[: _EXPIRY.size]) + key, db=self._expiry)
 
-    def _trim(self, txn: lmdb.Transaction, now: float, budget: int) -> None:
-        """Remove expired keys, oldest first, then the oldest above the bound; at most `budget`."""
+    async def purge_expired(self) -> int:
+        return await asyncio.to_thread(self._purge, PURGE_BUDGET)
+
+    def _purge(self, budget: int) -> int:
+        with self._environment.begin(write=True) as txn:
+            return self._trim(txn, self._clock(), budget)
+
+    def close(self) -> None:
+        """Nothing to release: the LMDB environment is the process's, shared by its stores."""
+
+    def _trim(self, txn: lmdb.Transaction, now: float, budget: int) -> int:
+        """Remove expired keys, oldest first, then the oldest above the bound; at most `budget`.
+        Returns how many."""
         excess = txn.stat(self._keys)["entries"] - self._max_keys
         cursor = txn.cursor(db=self._expiry)
         removed = 0
@@ -153,6 +166,7 @@ class HostIdempotencyStore:
             txn.delete(entry[_EXPIRY.size :], db=self._keys)
             excess -= 1
             removed += 1
+        return removed
 
     def count(self) -> int:
         """Keys held now, expired ones not yet removed included."""

@@ -34,6 +34,15 @@ class IdempotencyStore(Protocol):
 
     async def settle(self, completed: Mapping[str, StoredResult], released: Sequence[str]) -> None: ...
 
+    async def purge_expired(self) -> int:
+        """Remove keys whose window has passed (a background loop calls it now and then, so an idle
+        service frees them too); how many."""
+        ...
+
+    def close(self) -> None:
+        """Release what the store holds (its connections) at shutdown."""
+        ...
+
 
 def reserve_groups(
     groups: Sequence[KeyGroup],
@@ -108,3 +117,18 @@ class MemoryIdempotencyStore:
             self._entries[key] = (expires, result)
         for key in released:
             self._release(key)
+
+    async def purge_expired(self) -> int:
+        # Least recently reserved first: stop at the first key still in its window.
+        now = time.monotonic()
+        purged = 0
+        while self._entries:
+            key, (expires, _) = next(iter(self._entries.items()))
+            if expires > now:
+                break
+            del self._entries[key]
+            purged += 1
+        return purged
+
+    def close(self) -> None:
+        self._entries.clear()

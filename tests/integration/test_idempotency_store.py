@@ -17,7 +17,7 @@ from sqlalchemy import Engine, event
 from app.database.engine import create_database_engine
 from app.idempotency.database_store import DatabaseIdempotencyStore
 from app.idempotency.host_store import HostIdempotencyStore
-from app.idempotency.store import IdempotencyStore, KeyGroup
+from app.idempotency.store import IdempotencyStore, KeyGroup, MemoryIdempotencyStore
 
 pytestmark = pytest.mark.integration
 
@@ -128,6 +128,24 @@ async def test_the_host_store_removes_expired_keys_as_keys_are_added(tmp_path: P
     assert store.count() == 1
 
 
+async def test_the_host_and_memory_stores_purge_expired_keys_while_idle(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    host = HostIdempotencyStore(tmp_path / "keys", timedelta(seconds=10), 1000, clock=lambda: now[0])
+    await host.reserve([_group(f"old-{n}") for n in range(50)])
+    now[0] += 6
+    await host.reserve([_group("young")])
+    now[0] += 5
+    assert await host.purge_expired() == 50  # no request needed to free them
+    assert host.count() == 1
+
+    memory = MemoryIdempotencyStore(timedelta(milliseconds=50), 1000)
+    await memory.reserve([_group("a"), _group("b")])
+    await asyncio.sleep(0.1)
+    await memory.reserve([_group("c")])
+    assert await memory.purge_expired() == 2
+    assert await memory.reserve([_group("c", answer="again")]) == [(0, {"event_id": "first-c"})]
+
+
 async def test_the_host_store_takes_keys_longer_than_lmdb_allows(tmp_path: Path) -> None:
     store = HostIdempotencyStore(tmp_path / "keys", timedelta(hours=1), 1000)
     long_key = "k" * 2000
@@ -141,5 +159,5 @@ async def test_the_database_store_purges_expired_keys(engine: Engine) -> None:
     await expired.reserve([_group("old-1"), _group("old-2")])
     live = DatabaseIdempotencyStore(engine, timedelta(hours=1))
     await live.reserve([_group("new")])
-    assert live.purge_expired() == 2
+    assert await live.purge_expired() == 2
     assert await live.reserve([_group("new", answer="again")]) == [(0, {"event_id": "first-new"})]
