@@ -308,6 +308,8 @@ class Runtime:
         """Before a routing rule naming `topics` is saved: create the missing ones, or, with
         KAFKA_CREATE_TOPICS=false, refuse the rule (MissingTopicsError). TopicsUnavailableError when
         the cluster does not answer."""
+        if not topics:
+            return
         try:
             if self.settings.kafka_create_topics:
                 await asyncio.to_thread(self.create_topics, topics)

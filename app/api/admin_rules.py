@@ -83,8 +83,11 @@ async def _save(runtime: Runtime, rule: RoutingRule, actor: Actor) -> bool:
         runtime.rules.policy.check(rule)
     except ValueError as exc:
         raise _invalid(str(exc), "topics") from None
+    # Only topics new to the service are checked: disabling or editing a rule during an outage
+    # must not wait for Kafka.
+    known = set(runtime.needed_topics())
     try:
-        await runtime.provide_topics(rule.topics)
+        await runtime.provide_topics([topic for topic in rule.topics if topic not in known])
     except MissingTopicsError as exc:
         raise _invalid(str(exc), "topics") from None
     except TopicsUnavailableError as exc:

@@ -14,6 +14,7 @@ from confluent_kafka.admin import AdminClient
 from app.factory import create_app
 from tests.conftest import SettingsFactory, activity_event, attempt, running, session_event
 from tests.kafka_helpers import read_topic
+from tests.services.brokers import Broker
 from tests.traffic import wait_until_spool_empty
 
 pytestmark = pytest.mark.integration
@@ -210,3 +211,26 @@ async def test_pause_spools_and_resume_drains_with_counts(make_settings: Setting
     assert {record.headers["event_id"].decode() for record in records} == {
         a.json()["event_id"] for a in answers
     }
+
+
+async def test_a_rule_can_be_disabled_while_kafka_is_down_but_not_pointed_at_a_new_topic(
+    make_settings: SettingsFactory, dev_broker: Broker
+) -> None:
+    settings = make_settings(
+        kafka_brokers=dev_broker.bootstrap, kafka_allowed_topics="analytics.during_outage"
+    )
+    async with running(create_app(settings)) as client:
+        dev_broker.pause()
+        try:
+            disabled = await client.patch("/admin/routing-rules/all-activities", json={"enabled": False})
+            new_topic = await client.post(
+                "/admin/routing-rules", json=_rule(id="outage", topics=["analytics.during_outage"])
+            )
+            listed = [rule["id"] for rule in (await client.get("/admin/routing-rules")).json()["rules"]]
+        finally:
+            dev_broker.resume()
+    assert disabled.status_code == 200  # its topics are known: Kafka is not asked
+    assert disabled.json()["enabled"] is False
+    assert new_topic.status_code == 503  # a new topic must be checked or created: nothing saved
+    assert "Kafka did not answer" in new_topic.json()["detail"]
+    assert "outage" not in listed
