@@ -40,10 +40,13 @@ def _shared_state(runtime: Runtime) -> dict[str, Any]:
     }
 
 
-def _reports(runtime: Runtime) -> list[dict[str, Any]]:
-    """This worker's report, then the other live workers'."""
-    others = runtime.worker_reports.others() if runtime.worker_reports is not None else []
-    return [runtime.worker_report(), *others]
+async def _reports(runtime: Runtime) -> list[dict[str, Any]]:
+    """This worker's report (built here, on the event loop that owns its state), then the other
+    live workers' (read from their files in a thread)."""
+    own = runtime.worker_report()
+    if runtime.worker_reports is None:
+        return [own]
+    return [own, *await asyncio.to_thread(runtime.worker_reports.others)]
 
 
 @router.get(
@@ -71,7 +74,7 @@ async def publisher_metrics(runtime: RuntimeDep, scope: Scope = SCOPE_QUERY) -> 
         if directory is not None
         else runtime.metrics.counts()
     )
-    reports = await asyncio.to_thread(_reports, runtime)
+    reports = await _reports(runtime)
     return {
         "scope": "service",
         "pid": os.getpid(),
@@ -113,7 +116,7 @@ async def publisher_health_route(runtime: RuntimeDep, scope: Scope = SCOPE_QUERY
     service by default (every worker's window added up, the worst breaker); `scope=worker` for the
     worker that answers."""
     settings = runtime.settings
-    reports = [runtime.worker_report()] if scope == "worker" else await asyncio.to_thread(_reports, runtime)
+    reports = [runtime.worker_report()] if scope == "worker" else await _reports(runtime)
     body = publisher_health(
         service_view.combined_recent(reports),
         service_view.latest_publish(reports),
