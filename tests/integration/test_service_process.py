@@ -32,19 +32,32 @@ def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
 
 
 def _wait_ready(
-    port: int, process: subprocess.Popen[bytes], log: Path, timeout: float = 30, probe: str = "/readyz"
+    port: int,
+    process: subprocess.Popen[bytes],
+    log: Path,
+    timeout: float = 30,
+    probe: str = "/readyz",
+    workers: int = 1,
 ) -> None:
+    """Until `probe` answers 200 from each of `workers` workers. Each worker listens on a socket of
+    its own, so one worker answering says nothing of the others: each attempt opens a connection,
+    asks which worker holds it, then probes on that same connection."""
     deadline = time.monotonic() + timeout
+    ready: set[int] = set()
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"service exited with {process.returncode}: {log.read_text()}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}{probe}", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=1) as client:
+                pid = client.get("/metrics/publisher?scope=worker").json()["pid"] if workers > 1 else 0
+                if client.get(probe).status_code == 200:
+                    ready.add(pid)
+        except (httpx.TransportError, ValueError, KeyError):
             pass
+        if len(ready) >= workers:
+            return
         time.sleep(0.1)
-    raise AssertionError(f"service not ready within {timeout}s: {log.read_text()}")
+    raise AssertionError(f"{len(ready)} of {workers} workers ready within {timeout}s: {log.read_text()}")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> int:
@@ -63,7 +76,7 @@ def _running_service(env: dict[str, str], port: int, log: Path) -> Iterator[subp
     """`python -m app` on `port`, ready to serve; stopped (SIGINT, then SIGKILL) afterwards."""
     process = _start({**env, "PORT": str(port)}, log)
     try:
-        _wait_ready(port, process, log)
+        _wait_ready(port, process, log, workers=int(env.get("WORKERS", "1")))
         yield process
     finally:
         _stop(process)
@@ -227,9 +240,9 @@ def test_publisher_metrics_and_health_answer_for_the_whole_service_whichever_wor
             )
             assert response.status_code == 202
         # Fresh connections again: every call may land on either worker, at once, with no waiting.
-        service = [httpx.get(f"{url}/metrics/publisher", timeout=15).json() for _ in range(12)]
-        health = [httpx.get(f"{url}/metrics/publisher/health", timeout=15).json() for _ in range(12)]
-        workers = [httpx.get(f"{url}/metrics/publisher?scope=worker", timeout=15).json() for _ in range(12)]
+        service = [httpx.get(f"{url}/metrics/publisher", timeout=15).json() for _ in range(20)]
+        health = [httpx.get(f"{url}/metrics/publisher/health", timeout=15).json() for _ in range(20)]
+        workers = [httpx.get(f"{url}/metrics/publisher?scope=worker", timeout=15).json() for _ in range(20)]
     answered_by = {body["pid"] for body in service}
     assert len(answered_by) == 2, "both workers should have answered"
     for body in service:
@@ -264,7 +277,7 @@ def test_several_workers_report_the_sum_to_prometheus(
     )
     process = _start(env, tmp_path / "service.log")
     try:
-        _wait_ready(service_port, process, tmp_path / "service.log")
+        _wait_ready(service_port, process, tmp_path / "service.log", workers=2)
         pids: set[int] = set()
         with httpx.Client(base_url=f"http://127.0.0.1:{service_port}", timeout=15) as client:
             for n in range(40):
@@ -317,11 +330,11 @@ def test_a_repeat_reaching_another_worker_is_answered_duplicate_and_published_on
     event = attempt(user_id="repeat-user", client_attempt_id="repeat-attempt")
     with _running_service(env, service_port, tmp_path / "service.log"):
         url = f"http://127.0.0.1:{service_port}"
-        answers = [httpx.post(f"{url}/v1/events/attempts", json=event, timeout=15) for _ in range(12)]
+        answers = [httpx.post(f"{url}/v1/events/attempts", json=event, timeout=15) for _ in range(20)]
         workers = {httpx.get(f"{url}/metrics/publisher", timeout=15).json()["pid"] for _ in range(12)}
     assert len(workers) == 2, "both workers should take fresh connections"
     statuses = [answer.json()["status"] for answer in answers]
-    assert statuses == ["accepted"] + ["duplicate"] * 11, statuses
+    assert statuses == ["accepted"] + ["duplicate"] * 19, statuses
     assert {answer.json()["event_id"] for answer in answers} == {answers[0].json()["event_id"]}
     records = read_topic(kafka_bootstrap, topics["KAFKA_TOPIC_ATTEMPTS"], expected=1)
     assert len(records) == 1
