@@ -1,0 +1,1 @@
+"""Event types as data: definitions, schema checks, compatibility, the registry."""
