@@ -18,7 +18,16 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import disable_created_metrics, multiprocess
 from prometheus_fastapi_instrumentator import Instrumentator
 
-from app.api import admin_audit, admin_dlq, admin_kafka, admin_keys, admin_publisher, admin_rules, operations
+from app.api import (
+    admin_audit,
+    admin_dlq,
+    admin_kafka,
+    admin_keys,
+    admin_publisher,
+    admin_rules,
+    event_types,
+    operations,
+)
 from app.api.auth import AUTH_RESPONSES, AuthMiddleware
 from app.api.errors import install_error_handlers
 from app.api.events import events_router
@@ -89,7 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # included router whole and walks into it on every request (~5 % of a single event's CPU).
     app.router.routes[:0] = events_router(settings).routes
     app.include_router(operations.router)
-    for admin in (admin_rules, admin_keys, admin_publisher, admin_kafka, admin_dlq, admin_audit):
+    app.include_router(event_types.producer_router, responses=AUTH_RESPONSES)
+    for admin in (admin_rules, event_types, admin_keys, admin_publisher, admin_kafka, admin_dlq, admin_audit):
         app.include_router(admin.router, responses=AUTH_RESPONSES)
     # Middleware runs outside in: request id first (so every log line and answer has it), then the
     # request's trace span (with OTEL_EXPORTER_OTLP_ENDPOINT), the HTTP metrics (so refusals are

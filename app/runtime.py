@@ -17,6 +17,8 @@ from app.audit.trail import Actor, AuditTrail
 from app.background import BackgroundLoop
 from app.config.settings import Settings
 from app.database.engine import check_schema, create_database_engine
+from app.event_types.registry import EventTypeRegistry
+from app.event_types.store import EventTypeStore
 from app.events.time_window import EventTimeWindow
 from app.idempotency.database_store import DatabaseIdempotencyStore
 from app.idempotency.host_store import HostIdempotencyStore
@@ -102,6 +104,7 @@ class Runtime:
     publisher: EventPublisher
     ingest: IngestService
     rules: RuleSync
+    event_types: EventTypeRegistry
     kafka_admin: KafkaAdmin
     keys: KeyRing
     audit: AuditTrail
@@ -208,6 +211,10 @@ class Runtime:
             publisher=publisher,
             ingest=ingest,
             rules=rules,
+            event_types=EventTypeRegistry(
+                EventTypeStore(engine, settings.event_types_max),
+                settings.routing_rules_poll_interval.total_seconds(),
+            ),
             kafka_admin=KafkaAdmin(settings.librdkafka_config()),
             keys=KeyRing(
                 settings.api_keys, ApiKeyStore(engine), settings.api_keys_refresh_interval.total_seconds()
@@ -221,6 +228,7 @@ class Runtime:
         """Check the database schema, start the producer and the relay."""
         await asyncio.to_thread(check_schema, self.engine)
         await self.rules.start(initial_rules(self.settings))
+        await self.event_types.start()
         await self.keys.start()
         self._warn_about_auth()
         await self.spool.refresh()
@@ -365,6 +373,7 @@ class Runtime:
         if self.worker_reports is not None:
             self.worker_reports.remove()  # stopped: this worker is no longer part of the service
         await self.rules.stop()
+        await self.event_types.stop()
         await self.keys.stop()
         await self.recovery.stop()
         await self.relay.stop()

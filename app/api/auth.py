@@ -33,6 +33,7 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 _PREFIX_SCOPES = (
     ("/v1/events", KeyScope.INGEST),
+    ("/v1/event-types", KeyScope.INGEST),
     ("/admin", KeyScope.ADMIN),
     ("/metrics", KeyScope.METRICS),
 )

@@ -128,6 +128,9 @@ class Settings(BaseSettings):
         "", description="regex (with ${env} and ${eventType}) a topic not on the allow-list must match"
     )
 
+    # --- Custom event types (/admin/event-types), picked up at the routing rules' poll interval
+    event_types_max: Annotated[int, Field(ge=0, le=100_000)] = 1000
+
     # --- Dead-letter replay (POST /admin/dlq/replay)
     dlq_replay_group: str = "event-ingest-dlq-replay"
     dlq_replay_window: Annotated[int, Field(ge=1, le=100_000)] = 100

@@ -139,3 +139,41 @@ class StoredAuditEntry(Base):
     target: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
     before: Mapped[object | None] = mapped_column(JSON, nullable=True)
     after: Mapped[object | None] = mapped_column(JSON, nullable=True)
+
+
+class StoredEventType(Base):
+    """A custom event type registered through the admin API; its schemas are in event_type_versions."""
+
+    __tablename__ = "event_types"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    description: Mapped[str] = mapped_column(Text)
+    owner: Mapped[str] = mapped_column(String(200))
+    partition_key: Mapped[str] = mapped_column(String(128))
+    idempotency_fields: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    compatibility: Mapped[str] = mapped_column(String(16))
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    version: Mapped[int] = mapped_column(Integer)  # the latest schema version
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class StoredEventTypeVersion(Base):
+    """One schema version of a custom event type; every version stays."""
+
+    __tablename__ = "event_type_versions"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    schema: Mapped[dict[str, object]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class EventTypesVersion(Base):
+    """One row: bumped by every change to event types, polled by every worker to pick changes up."""
+
+    __tablename__ = "event_types_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,64 @@
+"""Events of custom types: the envelope checked by the service's own model, the rest by the type's
+JSON Schema (the version the event names in `schema_version`, else the latest)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ConfigDict, ValidationError
+
+from app.event_types.registry import RegisteredType
+from app.event_types.schemas import describe_schema_errors
+from app.events.validation import describe_errors
+from event_models.models import BaseEvent
+
+
+class CustomEvent(BaseEvent):
+    """An event of a registered type: the envelope's fields, and the type's own ones as extras."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The type's own fields (everything outside the envelope)."""
+        return self.__pydantic_extra__ or {}
+
+    def field_value(self, path: str) -> Any:
+        head = path.partition(".")[0]
+        if head in self.fields:
+            value: Any = self.fields
+            for part in path.split("."):
+                if not isinstance(value, dict) or part not in value:
+                    raise KeyError(path)
+                value = value[part]
+            return value
+        return super().field_value(path)
+
+
+def validate_custom(
+    registered: RegisteredType, body: Any
+) -> tuple[CustomEvent | None, list[dict[str, Any]] | None]:
+    """The event, or the errors it gets (envelope and schema together, each naming its field)."""
+    if not isinstance(body, dict):
+        return None, [{"field": "(body)", "message": "an event must be a JSON object", "type": "type"}]
+    record = registered.record
+    version = body.get("schema_version", record.version)
+    errors: list[dict[str, Any]] = []
+    if version not in record.schemas:
+        known = ", ".join(str(n) for n in sorted(record.schemas))
+        errors.append(
+            {
+                "field": "schema_version",
+                "message": f"{record.name} has schema version(s) {known}",
+                "type": "schema_version",
+            }
+        )
+        version = record.version
+    event: CustomEvent | None = None
+    try:
+        event = CustomEvent.model_validate({**body, "event_type": record.name, "schema_version": version})
+    except ValidationError as exc:
+        errors += [e for e in describe_errors(exc.errors()) if e["type"] != "extra_forbidden"]
+    own = {key: value for key, value in body.items() if key not in CustomEvent.model_fields}
+    errors += describe_schema_errors(registered.validator(version), own) or []
+    return (None, errors) if errors else (event, None)
