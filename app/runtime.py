@@ -192,7 +192,11 @@ class Runtime:
         )
         idempotency = idempotency_store(settings)
         time_window = EventTimeWindow(settings.event_max_age, settings.event_max_future_skew)
-        ingest = IngestService(publisher, idempotency, metrics, time_window)
+        event_types = EventTypeRegistry(
+            EventTypeStore(engine, settings.event_types_max),
+            settings.routing_rules_poll_interval.total_seconds(),
+        )
+        ingest = IngestService(publisher, idempotency, metrics, time_window, event_types.get)
         policy = TopicPolicy(settings.allowed_topics, settings.kafka_topic_pattern, settings.environment)
         rules = RuleSync(
             RuleStore(engine), router, policy, settings.routing_rules_poll_interval.total_seconds()
@@ -211,10 +215,7 @@ class Runtime:
             publisher=publisher,
             ingest=ingest,
             rules=rules,
-            event_types=EventTypeRegistry(
-                EventTypeStore(engine, settings.event_types_max),
-                settings.routing_rules_poll_interval.total_seconds(),
-            ),
+            event_types=event_types,
             kafka_admin=KafkaAdmin(settings.librdkafka_config()),
             keys=KeyRing(
                 settings.api_keys, ApiKeyStore(engine), settings.api_keys_refresh_interval.total_seconds()

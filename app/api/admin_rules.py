@@ -23,6 +23,7 @@ from app.audit.trail import Actor
 from app.routing import templates
 from app.routing.router import Router
 from app.routing.rules import RoutingRule
+from app.routing.templates import BUILTIN_NAMES
 from app.runtime import MissingTopicsError, Runtime, TopicsUnavailableError
 from event_models.models import AnyEvent
 
@@ -78,7 +79,14 @@ def _invalid(message: str, field: str = "(body)") -> RequestValidationError:
 
 
 async def _save(runtime: Runtime, rule: RoutingRule, actor: Actor) -> bool:
-    """Check the rule's topics (governance, existence), then save it: True when it is new."""
+    """Check the rule's event types and topics (governance, existence), then save it: True when it is new."""
+    unregistered = [
+        name
+        for name in rule.event_types
+        if name not in BUILTIN_NAMES and runtime.event_types.get(name) is None
+    ]
+    if unregistered:
+        raise _invalid(f"no event type {', '.join(unregistered)} is registered", "event_types")
     try:
         runtime.rules.policy.check(rule)
     except ValueError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -12,11 +13,13 @@ from app.api.auth import AUTH_RESPONSES, caller
 from app.api.batch_body import parse_batch
 from app.api.errors import error_response
 from app.api.ingest_options import INGEST_PARAMETERS, ingest_options
+from app.api.json_body import parse_json
 from app.api.request_body import BODY_RESPONSES, limited_body_route
 from app.api.responses import JsonResponse
 from app.api.schemas import BatchRequest, BatchResult, ErrorBody, EventAccepted
 from app.config.settings import Settings
-from app.ingest.service import ItemOutcome
+from app.event_types.events import validate_custom
+from app.ingest.service import ItemOutcome, uuid_or_none
 from app.runtime import Runtime
 from app.security.keys import ANONYMOUS
 from event_models.models import ActivityEvent, AttemptEvent, BaseEvent, PlacementEvent, SessionEvent
@@ -220,7 +223,59 @@ def events_router(settings: Settings) -> APIRouter:
         status = 207 if body["rejected"] else 202
         return JsonResponse(body, status_code=status, headers=headers)
 
+    @router.post(
+        "/{name}",
+        **{
+            **single_route,
+            "responses": {
+                **SINGLE_RESPONSES,
+                404: {"model": ErrorBody, "description": "No event type of this name is registered."},
+                410: {"model": ErrorBody, "description": "The event type is disabled."},
+            },
+            "openapi_extra": {
+                "parameters": INGEST_PARAMETERS,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"type": "object"}, "example": CUSTOM_EXAMPLE}
+                    },
+                },
+            },
+        },
+    )
+    async def ingest_custom(name: str, request: Request) -> Response:
+        """An event of a registered type (`GET /v1/event-types` lists them with their schemas): the
+        envelope (`user_id`, `occurred_at`, ...) and the type's own fields, checked against the schema
+        version the event names in `schema_version` (default: the latest)."""
+        runtime = request.app.state.runtime
+        registered = runtime.event_types.get(name)
+        if registered is None:
+            return error_response(404, f"no event type {name!r} is registered", "unknown_event_type")
+        if not registered.record.enabled:
+            return error_response(410, f"event type {name} is disabled", "event_type_disabled")
+        try:
+            body = parse_json(await request.body())
+        except json.JSONDecodeError as exc:
+            return error_response(422, f"JSON decode error: {exc}", FailureCode.VALIDATION_ERROR.value)
+        event, errors = validate_custom(registered, body)
+        if event is None:
+            runtime.metrics.record_rejected("validation")
+            event_id = body.get("event_id") if isinstance(body, dict) else None
+            return error_response(
+                422, errors, FailureCode.VALIDATION_ERROR.value, event_id=uuid_or_none(event_id)
+            )
+        return await _ingest_single(event, request)
+
     return router
+
+
+CUSTOM_EXAMPLE = {
+    "user_id": "user-42",
+    "occurred_at": "2026-11-24T10:15:00Z",
+    "workflow_id": "wf-7",
+    "task_id": "extract",
+    "duration_ms": 5230,
+}
 
 
 def _batch_body(outcomes: list[ItemOutcome]) -> dict[str, Any]:

@@ -3,9 +3,10 @@ JSON Schema (the version the event names in `schema_version`, else the latest)."
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import ConfigDict, ValidationError
+import orjson
+from pydantic import ConfigDict, PrivateAttr, ValidationError
 
 from app.event_types.registry import RegisteredType
 from app.event_types.schemas import describe_schema_errors
@@ -17,6 +18,9 @@ class CustomEvent(BaseEvent):
     """An event of a registered type: the envelope's fields, and the type's own ones as extras."""
 
     model_config = ConfigDict(extra="allow")
+    builtin: ClassVar[bool] = False
+    _partition_key: str = PrivateAttr("user_id")
+    _identity_fields: tuple[str, ...] = PrivateAttr(())
 
     @property
     def fields(self) -> dict[str, Any]:
@@ -33,6 +37,28 @@ class CustomEvent(BaseEvent):
                 value = value[part]
             return value
         return super().field_value(path)
+
+    def kafka_key(self) -> str:
+        """The type's `partition_key` field (the user id when the event lacks it)."""
+        name = self._partition_key
+        value = self.fields.get(name) if name in self.fields else getattr(self, name, None)
+        return self.user_id if value is None else _text(value)
+
+    def identity(self) -> str | None:
+        """The type's `idempotency_fields` as one key; None when the type has none or one is absent."""
+        if not self._identity_fields:
+            return None
+        values: list[Any] = [self.event_type]
+        for name in self._identity_fields:
+            value = self.fields.get(name) if name in self.fields else getattr(self, name, None)
+            if value is None:
+                return None
+            values.append(value)
+        return orjson.dumps(values).decode()  # a JSON list: no separator a value could contain
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
 def validate_custom(
@@ -61,4 +87,8 @@ def validate_custom(
         errors += [e for e in describe_errors(exc.errors()) if e["type"] != "extra_forbidden"]
     own = {key: value for key, value in body.items() if key not in CustomEvent.model_fields}
     errors += describe_schema_errors(registered.validator(version), own) or []
-    return (None, errors) if errors else (event, None)
+    if errors or event is None:
+        return None, errors
+    event._partition_key = record.partition_key
+    event._identity_fields = tuple(record.idempotency_fields or ())
+    return event, None

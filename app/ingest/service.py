@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
 
+from app.event_types.events import CustomEvent, validate_custom
+from app.event_types.registry import RegisteredType
 from app.events.time_window import EventTimeWindow
 from app.events.validation import describe_errors
 from app.idempotency.store import IdempotencyStore, StoredResult
@@ -28,7 +30,8 @@ from event_models.outcomes import EventStatus, FailureCode
 EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
 
 AckLevel = Literal["kafka", "spool"]
-_Keys = list[tuple[Literal["request", "attempt"], str]]  # an event's idempotency keys, by kind
+_Keys = list[tuple[Literal["request", "attempt", "identity"], str]]  # an event's idempotency keys, by kind
+BUILTIN_TYPES = frozenset({"attempt", "session", "placement", "activity"})
 
 
 @dataclass(slots=True)
@@ -66,11 +69,13 @@ class IngestService:
         idempotency: IdempotencyStore,
         metrics: PublisherMetrics,
         time_window: EventTimeWindow,
+        event_types: Callable[[str], RegisteredType | None] = lambda name: None,
     ) -> None:
         self.publisher = publisher
         self.idempotency = idempotency
         self.metrics = metrics
         self.time_window = time_window
+        self.event_types = event_types  # the registered (custom) types by name
 
     async def ingest_one(
         self, event: BaseEvent, idempotency_key: str | None, traceparent: str | None, ack: AckLevel
@@ -105,6 +110,15 @@ class IngestService:
         for index, item in enumerate(items):
             if isinstance(item, BaseEvent):
                 event = item
+            elif isinstance(item, dict) and item.get("event_type") not in BUILTIN_TYPES:
+                custom, errors = self._custom(item)
+                if custom is None:
+                    raw_id = item.get("event_id")
+                    outcomes[index] = ItemOutcome(
+                        EventStatus.REJECTED, uuid_or_none(raw_id), validation_errors=errors
+                    )
+                    continue
+                event = custom
             else:
                 try:
                     event = EVENT_ADAPTER.validate_python(item)
@@ -112,7 +126,7 @@ class IngestService:
                     raw_id = item.get("event_id") if isinstance(item, dict) else None
                     outcomes[index] = ItemOutcome(
                         EventStatus.REJECTED,
-                        _uuid_or_none(raw_id),
+                        uuid_or_none(raw_id),
                         validation_errors=describe_errors(exc.errors(), strip_tag=True),
                     )
                     continue
@@ -140,6 +154,18 @@ class IngestService:
         for (index, _), outcome in zip(valid, published, strict=True):
             outcomes[index] = outcome
         return [outcome for outcome in outcomes if outcome is not None]
+
+    def _custom(self, item: dict[str, Any]) -> tuple[CustomEvent | None, list[dict[str, Any]] | None]:
+        """A batch item of a registered type, or its errors (an unknown or disabled type is one)."""
+        name = item.get("event_type")
+        registered = self.event_types(name) if isinstance(name, str) else None
+        if registered is None:
+            message = f"event_type must be one of {', '.join(sorted(BUILTIN_TYPES))} or a registered type"
+            return None, [{"field": "event_type", "message": message, "type": "unknown_event_type"}]
+        if not registered.record.enabled:
+            message = f"event type {registered.name} is disabled"
+            return None, [{"field": "event_type", "message": message, "type": "disabled_event_type"}]
+        return validate_custom(registered, item)
 
     async def _ingest(
         self,
@@ -202,6 +228,10 @@ def _keys(event: BaseEvent, request_key: str | None) -> _Keys:
         keys.append(("request", f"key:{request_key}"))
     if isinstance(event, AttemptEvent) and event.client_attempt_id:
         keys.append(("attempt", f"attempt:{event.user_id}:{event.client_attempt_id}"))
+    elif isinstance(event, CustomEvent):
+        identity = event.identity()
+        if identity is not None:
+            keys.append(("identity", f"identity:{identity}"))
     return keys
 
 
@@ -211,7 +241,7 @@ def _forbidden(event_type: str) -> PublishFailure:
     )
 
 
-def _uuid_or_none(value: object) -> str | None:
+def uuid_or_none(value: object) -> str | None:
     try:
         return str(uuid.UUID(str(value))) if value is not None else None
     except ValueError:

@@ -41,7 +41,7 @@ from app.publishing.records import HeaderList, OutRecord
 from app.publishing.retry import RetryPolicy
 from app.routing import templates
 from app.routing.router import Route, Router
-from app.serialization.codecs import EventSerializer
+from app.serialization.codecs import EventSerializer, JsonSerializer
 from app.spool.service import Spool
 from app.spool.store import NewRecord, SpoolFullError
 from event_models.models import BaseEvent
@@ -107,6 +107,7 @@ class EventPublisher:
         self.tracing = tracing or Tracing()
         self.router = router
         self.serializer = serializer
+        self._json = JsonSerializer()
         self.metrics = metrics
         self.breaker = breaker
         self.spool = spool
@@ -230,9 +231,12 @@ class EventPublisher:
         for index, (event, route) in enumerate(zip(events, routes, strict=True)):
             if route.unrouted:
                 continue
-            value = self.serializer.serialize(event)
-            headers = self._headers(event, traceparent, self.serializer.content_type)
-            key = event.user_id.encode()
+            # Registered types go out as JSON whatever KAFKA_SERIALIZATION says: the protobuf
+            # schema knows only the built-in types.
+            serializer = self.serializer if event.builtin else self._json
+            value = serializer.serialize(event)
+            headers = self._headers(event, traceparent, serializer.content_type)
+            key = event.kafka_key().encode()
             event_id = event.event_id_text
             fields: dict[str, Any] | None = None  # the event's JSON form, built only for templates
             for destination in route.destinations:

@@ -6,7 +6,6 @@ import re
 from collections.abc import Iterable
 
 from app.routing.rules import RoutingRule
-from event_models.models import EventType
 
 
 class TopicPolicy:
@@ -17,9 +16,9 @@ class TopicPolicy:
         self.pattern = pattern
         self.environment = environment
 
-    def _pattern_for(self, event_type: EventType) -> re.Pattern[str]:
+    def _pattern_for(self, event_type: str) -> re.Pattern[str]:
         text = self.pattern.replace("${env}", re.escape(self.environment)).replace(
-            "${eventType}", re.escape(event_type.value)
+            "${eventType}", re.escape(event_type)
         )
         return re.compile(text)
 

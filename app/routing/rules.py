@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import orjson
@@ -14,6 +15,20 @@ from app.routing.topics import check_topic_name
 from event_models.models import BaseEvent, EventType
 
 TopicName = Annotated[str, AfterValidator(check_topic_name)]
+_BUILTIN_TYPES = frozenset(kind.value for kind in EventType)
+_REGISTERED_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")  # as event types are named
+
+
+def _event_type_name(name: str) -> str:
+    if name not in _BUILTIN_TYPES and not _REGISTERED_NAME.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is neither a built-in event type ({', '.join(sorted(_BUILTIN_TYPES))}) "
+            "nor a registered type's name (lowercase and dotted)"
+        )
+    return name
+
+
+EventTypeName = Annotated[str, Field(max_length=128), AfterValidator(_event_type_name)]
 
 
 class RoutingRule(BaseModel):
@@ -27,7 +42,9 @@ class RoutingRule(BaseModel):
 
     id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    event_types: Annotated[list[EventType], Field(min_length=1)]
+    event_types: Annotated[list[EventTypeName], Field(min_length=1)] = Field(
+        description="Built-in types (`attempt`, ...) or registered ones (`workflow.task_completed`)."
+    )
     condition: Condition | None = Field(None, description="No condition matches every event of the types.")
     topics: Annotated[list[TopicName], Field(min_length=1, max_length=32)]
     priority: int = 100

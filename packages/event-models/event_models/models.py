@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import cached_property, partial
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 import orjson
 from pydantic import (
@@ -114,6 +114,12 @@ class BaseEvent(BaseModel):
         if isinstance(data, dict) and "received_at" in data:
             data = {key: value for key, value in data.items() if key != "received_at"}
         return data
+
+    builtin: ClassVar[bool] = True  # one of the four types above; False for registered types
+
+    def kafka_key(self) -> str:
+        """The record key: the learner, so one learner's events stay in order."""
+        return self.user_id
 
     @cached_property
     def event_id_text(self) -> str:

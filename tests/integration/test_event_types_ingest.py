@@ -1,0 +1,124 @@
+"""Event types as data, end to end: a registered type's events are validated by its schema, routed
+by a rule, keyed by its partition key, de-duplicated by its identity fields and read back from the
+broker with their headers; single and batch; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+import pytest
+
+from app.factory import create_app
+from tests.conftest import SettingsFactory, at, running
+from tests.kafka_helpers import read_topic
+
+pytestmark = pytest.mark.integration
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "workflow_id": {"type": "string", "maxLength": 128},
+        "task_id": {"type": "string", "maxLength": 128},
+        "duration_ms": {"type": "integer", "minimum": 0},
+    },
+    "required": ["workflow_id", "task_id"],
+    "additionalProperties": False,
+}
+
+
+def _event(**fields: Any) -> dict[str, Any]:
+    return {"user_id": "learner-1", "occurred_at": at(), "workflow_id": "wf-1", "task_id": "t-1", **fields}
+
+
+async def test_a_registered_type_is_validated_routed_keyed_and_deduplicated(
+    make_settings: SettingsFactory, database_url: str
+) -> None:
+    topic = f"workflow.tasks.{uuid.uuid4().hex[:8]}"
+    settings = make_settings(database_url=database_url, kafka_allowed_topics=topic)
+    definition = {
+        "name": "workflow.task_completed",
+        "owner": "workflow-team",
+        "schema": SCHEMA,
+        "partition_key": "workflow_id",
+        "idempotency_fields": ["workflow_id", "task_id"],
+    }
+    rule = {
+        "id": "workflow-tasks",
+        "name": "Finished workflow tasks",
+        "event_types": ["workflow.task_completed"],
+        "condition": {"field": "duration_ms", "op": ">=", "value": 0},
+        "topics": [topic],
+        "key_template": "{workflow_id}",
+    }
+    async with running(create_app(settings)) as client:
+        unknown_rule = {**rule, "id": "nope", "event_types": ["workflow.not_registered"]}
+        refused_rule = await client.post("/admin/routing-rules", json=unknown_rule)
+        assert refused_rule.status_code == 422
+        assert "workflow.not_registered" in refused_rule.text
+        assert (await client.post("/admin/event-types", json=definition)).status_code == 201
+        assert (await client.post("/admin/routing-rules", json=rule)).status_code == 201, rule
+
+        first = await client.post("/v1/events/workflow.task_completed", json=_event(duration_ms=5))
+        assert first.status_code == 202, first.text
+        assert first.json()["status"] == "accepted"
+        assert first.json()["topics"] == [topic]
+        repeat = await client.post("/v1/events/workflow.task_completed", json=_event(duration_ms=6))
+        assert repeat.status_code == 200
+        assert repeat.json()["status"] == "duplicate"
+        assert repeat.json()["event_id"] == first.json()["event_id"]
+
+        invalid = await client.post(
+            "/v1/events/workflow.task_completed", json=_event(task_id=7, user_id="", colour="red")
+        )
+        assert invalid.status_code == 422
+        assert {e["field"] for e in invalid.json()["detail"]} == {"task_id", "user_id", "(body)"}
+        assert (await client.post("/v1/events/workflow.nothing", json=_event())).status_code == 404
+
+        # A compatible new version: events say which version checked them.
+        evolved = {**SCHEMA, "properties": {**SCHEMA["properties"], "outcome": {"enum": ["ok", "failed"]}}}
+        assert (
+            await client.put("/admin/event-types/workflow.task_completed/schema", json=evolved)
+        ).status_code == 200
+        second = await client.post(
+            "/v1/events/workflow.task_completed", json=_event(task_id="t-2", duration_ms=1, outcome="ok")
+        )
+        assert second.status_code == 202, second.text
+        old_version = await client.post(
+            "/v1/events/workflow.task_completed", json=_event(task_id="t-3", duration_ms=2, schema_version=1)
+        )
+        assert old_version.status_code == 202, old_version.text
+
+        batch = {
+            "events": [
+                {"event_type": "workflow.task_completed", **_event(task_id="t-4", duration_ms=3)},
+                {"event_type": "workflow.task_completed", **_event(task_id="t-5", duration_ms="slow")},
+                {"event_type": "workflow.unknown", **_event()},
+            ]
+        }
+        answer = await client.post("/v1/events/batch", json=batch)
+        assert answer.status_code == 207, answer.text
+        assert [item["status"] for item in answer.json()["results"]] == ["accepted", "rejected", "rejected"]
+        assert answer.json()["results"][1]["errors"][0]["field"] == "duration_ms"
+        assert answer.json()["results"][2]["errors"][0]["field"] == "event_type"
+
+        disabled = await client.patch("/admin/event-types/workflow.task_completed", json={"enabled": False})
+        assert disabled.status_code == 200
+        gone = await client.post("/v1/events/workflow.task_completed", json=_event(task_id="t-9"))
+        assert gone.status_code == 410
+
+    records = read_topic(settings.kafka_brokers, topic, expected=4)
+    assert len(records) == 4  # the duplicate, the invalid ones and the disabled type's are not there
+    by_task = {orjson.loads(record.value)["task_id"]: record for record in records}
+    assert set(by_task) == {"t-1", "t-2", "t-3", "t-4"}
+    assert {record.key for record in records} == {b"wf-1"}
+    assert by_task["t-1"].headers["event_type"] == b"workflow.task_completed"
+    assert by_task["t-1"].headers["schema_version"] == b"1"
+    assert by_task["t-2"].headers["schema_version"] == b"2"
+    assert by_task["t-3"].headers["schema_version"] == b"1"
+    assert by_task["t-1"].headers["content_type"] == b"application/json"
+    value = orjson.loads(by_task["t-2"].value)
+    assert value["outcome"] == "ok"
+    assert value["user_id"] == "learner-1"
+    assert value["event_type"] == "workflow.task_completed"
