@@ -23,10 +23,14 @@ $(STAMP): $(PROJECTS)
 ## run: migrate the database, start the service on PORT (and a local dev broker when KAFKA_BROKERS is unset)
 # Authentication is off for local development unless the environment or .env says otherwise.
 RUN_AUTH := $(if $(shell grep -s '^AUTH_ENABLED=' .env),,AUTH_ENABLED=$${AUTH_ENABLED:-false})
+# The shipped event types (workflow and training events) and their topics, unless .env says otherwise.
+comma := ,
+RUN_TYPES := $(if $(shell grep -s '^EVENT_TYPES_FILES=' .env),,EVENT_TYPES_FILES=$${EVENT_TYPES_FILES-event_types/workflow.json$(comma)event_types/training.json})
+RUN_TOPICS := $(if $(shell grep -s '^KAFKA_ALLOWED_TOPICS=' .env),,KAFKA_ALLOWED_TOPICS=$${KAFKA_ALLOWED_TOPICS-workflow.events$(comma)training.events})
 
 run: install
 	$(VENV)/bin/event-ingest migrate
-	$(RUN_AUTH) $(VENV)/bin/event-ingest serve
+	$(RUN_AUTH) $(RUN_TYPES) $(RUN_TOPICS) $(VENV)/bin/event-ingest serve
 
 ## test: ruff, mypy, the alert rules' tests and the whole pytest suite (starts its own broker and
 ## PostgreSQL on free ports)

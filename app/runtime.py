@@ -13,12 +13,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
-from app.audit.trail import Actor, AuditTrail
+from app.audit.trail import SYSTEM, Actor, AuditTrail
 from app.background import BackgroundLoop
 from app.config.settings import Settings
 from app.database.engine import check_schema, create_database_engine
 from app.event_types.registry import EventTypeRegistry
-from app.event_types.store import EventTypeStore
+from app.event_types.seed import EventTypeFile, load_event_type_files
+from app.event_types.store import EventTypeConflictError, EventTypeStore
 from app.events.time_window import EventTimeWindow
 from app.idempotency.database_store import DatabaseIdempotencyStore
 from app.idempotency.host_store import HostIdempotencyStore
@@ -229,7 +230,10 @@ class Runtime:
         """Check the database schema, start the producer and the relay."""
         await asyncio.to_thread(check_schema, self.engine)
         await self.rules.start(initial_rules(self.settings))
+        seed = load_event_type_files(self.settings.event_type_files)
         await self.event_types.start()
+        if self.event_types.version == 0 and seed.event_types:
+            await self._seed_event_types(seed)
         await self.keys.start()
         self._warn_about_auth()
         await self.spool.refresh()
@@ -347,6 +351,25 @@ class Runtime:
             except Exception as exc:  # the cluster may be down at start; the service runs anyway
                 logger.warning("topics not checked yet; retrying", extra={"reason": str(exc)})
                 await asyncio.sleep(TOPIC_CHECK_RETRY_SECONDS)
+
+    async def _seed_event_types(self, seed: EventTypeFile) -> None:
+        """First start: register the files' types and add their rules (workers starting together
+        on an empty database may each try; the first registration of a name wins)."""
+        for rule in seed.routing_rules:
+            self.rules.policy.check(rule)  # a forbidden topic stops the start, as a rule file's does
+        registered = []
+        for definition in seed.event_types:
+            try:
+                await self.event_types.register(definition, SYSTEM)
+                registered.append(definition.name)
+            except EventTypeConflictError:
+                pass
+        existing = {rule.id for rule in self.router.rules}
+        for rule in seed.routing_rules:
+            if rule.id not in existing:
+                await self.rules.save(rule, SYSTEM)
+        if registered:
+            logger.info("event types seeded", extra={"event_types": registered})
 
     async def set_paused(self, paused: bool, actor: Actor) -> None:
         """Pause or resume publishing here at once, and everywhere at the next relay round."""

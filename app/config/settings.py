@@ -130,6 +130,14 @@ class Settings(BaseSettings):
 
     # --- Custom event types (/admin/event-types), picked up at the routing rules' poll interval
     event_types_max: Annotated[int, Field(ge=0, le=100_000)] = 1000
+    event_types_files: str = Field(
+        "",
+        description="comma-separated event-type files (event_types/*.json) that seed an empty registry",
+    )
+
+    @property
+    def event_type_files(self) -> list[str]:
+        return [name.strip() for name in self.event_types_files.split(",") if name.strip()]
 
     # --- Dead-letter replay (POST /admin/dlq/replay)
     dlq_replay_group: str = "event-ingest-dlq-replay"

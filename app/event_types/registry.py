@@ -65,6 +65,7 @@ def builtin_views() -> dict[str, EventTypeView]:
     views = {}
     for event_type, model in MODEL_BY_TYPE.items():
         schema: dict[str, Any] = model.model_json_schema()
+        schema.pop("examples", None)  # whole events, envelope included: not instances of this schema
         schema["properties"] = {
             name: value for name, value in schema["properties"].items() if name not in ENVELOPE_FIELDS
         }

@@ -4,14 +4,17 @@ switch, validate a sample; on SQLite and PostgreSQL; shared by every app on the 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from app.event_types.seed import load_event_type_files
 from app.factory import create_app
 from tests.conftest import SettingsFactory, at, running
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
 
 ADMIN_KEY = "types-admin-key-0123456789"
 INGEST_KEY = "types-ingest-key-0123456789"
@@ -159,3 +162,42 @@ async def test_bad_definitions_are_refused_and_change_nothing(
             await client.put("/admin/event-types/attempt/schema", json={"type": "object"})
         ).status_code == 409
         assert (await client.get("/admin/event-types/no.such")).status_code == 404
+
+
+async def test_the_shipped_event_type_files_seed_an_empty_registry_once(
+    make_settings: SettingsFactory,
+) -> None:
+    """`make run`'s seeds: the workflow and training types with their rules, registered at the
+    first start only (a second start, or a registry already written, leaves them be)."""
+    files = f"{ROOT / 'event_types' / 'workflow.json'},{ROOT / 'event_types' / 'training.json'}"
+    settings = make_settings(event_types_files=files, kafka_allowed_topics="workflow.events,training.events")
+    async with running(create_app(settings)) as client:
+        names = {t["name"] for t in (await client.get("/admin/event-types")).json()["event_types"]}
+        assert {"workflow.triggered", "workflow.completed", "training.failed"} <= names
+        rules = {r["id"] for r in (await client.get("/admin/routing-rules")).json()["rules"]}
+        assert {"workflow-events", "training-events"} <= rules
+        event = {
+            "user_id": "airflow",
+            "occurred_at": at(),
+            "source": "airflow",
+            "workflow_id": "example_dag",
+            "workflow_run_id": "run_123",
+            "payload": {"status": "success", "count": 100},
+        }
+        answer = await client.post("/v1/events/workflow.completed", json=event)
+        assert answer.status_code == 202, answer.text
+        assert answer.json()["topics"] == ["workflow.events"]
+        changed = await client.patch("/admin/event-types/workflow.failed", json={"owner": "someone-else"})
+        assert changed.status_code == 200
+    async with running(create_app(settings)) as client:  # the same database, started again
+        view = (await client.get("/admin/event-types/workflow.failed")).json()
+        assert view["owner"] == "someone-else"  # not seeded over
+
+
+def test_a_bad_event_type_file_is_named_at_start(make_settings: SettingsFactory, tmp_path: Path) -> None:
+    bad = tmp_path / "types.json"
+    bad.write_text('{"event_types": [{"name": "Bad Name", "owner": "x", "schema": {"type": "object"}}]}')
+    with pytest.raises(ValueError, match=r"types\.json"):
+        load_event_type_files([str(bad)])
+    with pytest.raises(ValueError, match=r"missing\.json"):
+        load_event_type_files([str(tmp_path / "missing.json")])
