@@ -3,29 +3,22 @@ JSON Schema (the version the event names in `schema_version`, else the latest)."
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import orjson
-from pydantic import ConfigDict, PrivateAttr, ValidationError
+from pydantic import PrivateAttr, ValidationError
 
 from app.event_types.registry import RegisteredType
 from app.event_types.schemas import describe_schema_errors
 from app.events.validation import describe_errors
-from event_models.models import BaseEvent
+from event_models.models import RegisteredTypeEvent
 
 
-class CustomEvent(BaseEvent):
-    """An event of a registered type: the envelope's fields, and the type's own ones as extras."""
+class CustomEvent(RegisteredTypeEvent):
+    """An event of a registered type, as the service handles it: keyed and identified as its type says."""
 
-    model_config = ConfigDict(extra="allow")
-    builtin: ClassVar[bool] = False
     _partition_key: str = PrivateAttr("user_id")
     _identity_fields: tuple[str, ...] = PrivateAttr(())
-
-    @property
-    def fields(self) -> dict[str, Any]:
-        """The type's own fields (everything outside the envelope)."""
-        return self.__pydantic_extra__ or {}
 
     def field_value(self, path: str) -> Any:
         head = path.partition(".")[0]

@@ -15,7 +15,7 @@ import pytest
 from app.devbroker import free_port
 from app.factory import create_app
 from ingest_client import AsyncEventClient, PublishStatus
-from tests.conftest import SettingsFactory, activity_event, attempt, topic_settings
+from tests.conftest import SettingsFactory, activity_event, at, attempt, topic_settings
 from tests.integration.test_service_process import _env, _start, _stop, _wait_ready
 from tests.kafka_helpers import read_topic
 from tests.services.brokers import Broker
@@ -202,7 +202,8 @@ async def test_client_retries_through_a_429_and_publishes_once(
 def test_cli_admin_commands_and_migrate(kafka_bootstrap: str, tmp_path: Path, sqlite_url: str) -> None:
     topics = {key.upper(): value for key, value in topic_settings(f"adm{free_port()}").items()}
     port = free_port()
-    env = _env(KAFKA_BROKERS=kafka_bootstrap, PORT=str(port), DATABASE_URL=sqlite_url, **topics)
+    env = _env(KAFKA_BROKERS=kafka_bootstrap, PORT=str(port), DATABASE_URL=sqlite_url,
+               KAFKA_ALLOWED_TOPICS="workflow.events", **topics)  # fmt: skip
     fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
     migrated = subprocess.run(
         [sys.executable, "-m", "app", "migrate"],
@@ -217,13 +218,44 @@ def test_cli_admin_commands_and_migrate(kafka_bootstrap: str, tmp_path: Path, sq
     try:
         _wait_ready(port, process, tmp_path / "service.log")
 
-        def ingest(*args: str) -> Any:
-            done = subprocess.run(
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
                 [sys.executable, "-m", "ingest_client", "--url", f"http://127.0.0.1:{port}", *args],
                 capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
             )  # fmt: skip
+
+        def ingest(*args: str) -> Any:
+            done = run(*args)
             assert done.returncode == 0, done.stderr
             return orjson.loads(done.stdout)
+
+        # Event types: apply the shipped workflow file, then again (nothing to do), then an evolved copy.
+        workflow_file = ROOT / "event_types" / "workflow.json"
+        applied = run("types", "apply", str(workflow_file))
+        assert applied.returncode == 0, applied.stderr
+        assert "workflow.completed: registered" in applied.stdout
+        assert "routing rule workflow-events: saved" in applied.stdout
+        again = run("types", "apply", str(workflow_file))
+        assert "registered" not in again.stdout
+        assert "schema version" not in again.stdout
+        document = orjson.loads(workflow_file.read_bytes())
+        failed = document["event_types"][2]["schema"]
+        failed["required"].append("retry_count")  # a required field without a default: breaks backward
+        failed["properties"]["retry_count"] = {"type": "integer"}
+        breaking = tmp_path / "breaking.json"
+        breaking.write_bytes(orjson.dumps(document))
+        refused = run("types", "apply", str(breaking))
+        assert refused.returncode == 2
+        assert "required field `retry_count` added without a default" in refused.stderr
+        listed = run("types", "list")
+        assert "workflow.failed" in listed.stdout
+        assert "built-in" in listed.stdout
+        shown = ingest("types", "show", "workflow.failed")
+        sample = tmp_path / "sample.json"
+        sample.write_bytes(orjson.dumps({"user_id": "airflow", "occurred_at": at(), "source": "airflow"}))
+        invalid = run("types", "validate", "workflow.failed", str(sample))
+        assert invalid.returncode == 1
+        assert "workflow_id" in invalid.stdout
 
         rules = ingest("rules", "list")
         explained = ingest("rules", "test", str(event))
@@ -231,7 +263,10 @@ def test_cli_admin_commands_and_migrate(kafka_bootstrap: str, tmp_path: Path, sq
         replayed = ingest("dlq", "replay", "--reason", "nothing-like-this", "--dry-run")
     finally:
         _stop(process)
+    assert shown["version"] == 1
+    assert shown["versions"] == [1]
     assert "all-attempts" in [rule["id"] for rule in rules["rules"]]
+    assert "workflow-events" in [rule["id"] for rule in rules["rules"]]
     assert explained["topics"] == [topics["KAFKA_TOPIC_ML_TRAINING"], topics["KAFKA_TOPIC_ATTEMPTS"]]
     assert dead["records"] == []
     assert replayed["dry_run"] is True

@@ -7,10 +7,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
 from app.factory import create_app
+from ingest_client import AsyncEventClient, PublishStatus
 from tests.conftest import SettingsFactory, at, running
 from tests.kafka_helpers import read_topic
 
@@ -122,3 +124,36 @@ async def test_a_registered_type_is_validated_routed_keyed_and_deduplicated(
     assert value["outcome"] == "ok"
     assert value["user_id"] == "learner-1"
     assert value["event_type"] == "workflow.task_completed"
+
+
+async def test_the_python_client_publishes_registered_types_by_name(
+    make_settings: SettingsFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    topic = f"workflow.tasks.{uuid.uuid4().hex[:8]}"
+    settings = make_settings(kafka_allowed_topics=topic)
+    app = create_app(settings)
+    definition = {"name": "workflow.task_completed", "owner": "workflow-team", "schema": SCHEMA,
+                  "partition_key": "workflow_id"}  # fmt: skip
+    rule = {"id": "tasks", "name": "tasks", "event_types": ["workflow.task_completed"], "topics": [topic]}
+    async with running(app) as admin:
+        assert (await admin.post("/admin/event-types", json=definition)).status_code == 201
+        assert (await admin.post("/admin/routing-rules", json=rule)).status_code == 201
+        transport = httpx.ASGITransport(app=app)
+        async with AsyncEventClient("http://127.0.0.1", transport=transport) as client:
+            result = await client.publish("workflow.task_completed", _event(duration_ms=3))
+            assert result.status is PublishStatus.ACCEPTED, result
+            assert result.topics == [topic]
+            refused = await client.publish_event("workflow.task_completed", _event(task_id=["not", "text"]))
+            assert refused is False
+            envelope_refused = await client.publish_event("workflow.task_completed", _event(user_id=""))
+            assert envelope_refused is False  # the client checks the envelope before sending
+            many = await client.publish_many(
+                [
+                    {"event_type": "workflow.task_completed", **_event(task_id="t-2")},
+                    {"event_type": "workflow.task_completed", **_event(task_id=5)},
+                ]
+            )
+            assert [r.status for r in many] == [PublishStatus.ACCEPTED, PublishStatus.REJECTED]
+    assert "refused (422)" in caplog.text
+    records = read_topic(settings.kafka_brokers, topic, expected=2)
+    assert sorted(orjson.loads(r.value)["task_id"] for r in records) == ["t-1", "t-2"]

@@ -5,6 +5,9 @@ ingest tail TOPIC                  print records with key, partition, offset and
                                    (reads Kafka: needs the `kafka` extra)
 ingest dlq list | dlq replay       dead letters, through the admin API
 ingest rules list | rules test F   routing rules, through the admin API
+ingest types list | show NAME      event types, through the admin API; `apply FILE` registers
+       | apply FILE | validate     or evolves a file's types (event_types/*.json) and saves its
+                                   rules; `validate NAME FILE` checks a sample event
 
 The service itself runs with `event-ingest` (serve, migrate, dev-broker).
 """
@@ -36,6 +39,14 @@ class CliError(Exception):
 
 
 def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    status, answer = _api_answer(args, method, path, body)
+    if status >= 400:
+        raise CliError(f"{method} {path} answered {status}: {orjson.dumps(answer).decode()}")
+    return answer
+
+
+def _api_answer(args: argparse.Namespace, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """The status and JSON body of an admin call; 401/403 and an unreachable service are errors."""
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     try:
         response = httpx.request(
@@ -45,9 +56,17 @@ def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> 
         raise CliError(f"cannot reach the service at {args.url}: {exc}") from None
     if response.status_code in (401, 403):
         raise CliError(f"the service refused the API key ({response.status_code}): {response.text}")
-    if response.status_code >= 400:
-        raise CliError(f"{method} {path} answered {response.status_code}: {response.text}")
-    return response.json() if response.content else None
+    try:
+        return response.status_code, response.json() if response.content else None
+    except ValueError:
+        return response.status_code, response.text
+
+
+def _read_json(name: str) -> Any:
+    try:
+        return orjson.loads(Path(name).read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise CliError(f"{name}: not JSON ({exc})") from None
 
 
 def _print_json(value: Any, out: TextIO = sys.stdout) -> None:
@@ -281,11 +300,62 @@ def cmd_rules(args: argparse.Namespace) -> int:
     if args.rules_command == "list":
         _print_json(_api(args, "GET", "/admin/routing-rules"))
         return 0
-    try:
-        event = orjson.loads(Path(args.file).read_bytes())
-    except (OSError, orjson.JSONDecodeError) as exc:
-        raise CliError(f"{args.file}: {exc}") from None
+    event = _read_json(args.file)
     _print_json(_api(args, "POST", "/admin/routing-rules/test", {"event": event}))
+    return 0
+
+
+def cmd_types(args: argparse.Namespace) -> int:
+    if args.types_command == "list":
+        for kind in _api(args, "GET", "/admin/event-types")["event_types"]:
+            state = "built-in" if kind["builtin"] else ("enabled" if kind["enabled"] else "disabled")
+            print(f"{kind['name']:40} v{kind['version']:<4} {state:9} {kind['owner']}")
+        return 0
+    if args.types_command == "show":
+        _print_json(_api(args, "GET", f"/admin/event-types/{args.name}"))
+        return 0
+    if args.types_command == "validate":
+        answer = _api(args, "POST", f"/admin/event-types/{args.name}/validate", _read_json(args.file))
+        _print_json(answer)
+        return 0 if answer["valid"] else 1
+    return _apply(args, _read_json(args.file))
+
+
+def _apply(args: argparse.Namespace, document: Any) -> int:
+    """Register each type of the file, or bring an existing one up to it (a new schema version,
+    checked by the service for compatibility; description, owner, enabled); then save its rules."""
+    if not isinstance(document, dict) or not isinstance(document.get("event_types"), list):
+        raise CliError(f'{args.file}: expected an object with "event_types": [...]')
+    for definition in document["event_types"]:
+        name = str(definition.get("name"))
+        status, current = _api_answer(args, "GET", f"/admin/event-types/{name}")
+        if status == 404:
+            _api(args, "POST", "/admin/event-types", definition)
+            print(f"{name}: registered")
+            continue
+        if status >= 400:
+            raise CliError(f"GET /admin/event-types/{name} answered {status}: {current}")
+        if definition.get("schema") != current["schema"]:
+            status, answer = _api_answer(
+                args, "PUT", f"/admin/event-types/{name}/schema", definition.get("schema")
+            )
+            if status == 409:
+                problems = "; ".join(answer.get("problems") or [str(answer.get("detail"))])
+                raise CliError(f"{name}: the new schema was refused: {problems}")
+            if status >= 400:
+                raise CliError(f"{name}: the new schema was refused ({status}): {answer}")
+            print(f"{name}: schema version {answer['version']}")
+        changes = {
+            field: definition[field]
+            for field in ("description", "owner", "enabled")
+            if field in definition and definition[field] != current[field]
+        }
+        if changes:
+            _api(args, "PATCH", f"/admin/event-types/{name}", changes)
+            print(f"{name}: changed {', '.join(sorted(changes))}")
+    for rule in document.get("routing_rules", []):
+        _api(args, "PUT", f"/admin/routing-rules/{rule.get('id')}", rule)
+        print(f"routing rule {rule.get('id')}: saved")
     return 0
 
 
@@ -335,6 +405,19 @@ def parser() -> argparse.ArgumentParser:
     rules_test = rules_commands.add_parser("test", help="route the event in FILE (JSON with event_type)")
     rules_test.add_argument("file")
     rules.set_defaults(run=cmd_rules)
+    types = commands.add_parser("types", help="event types")
+    types_commands = types.add_subparsers(dest="types_command", required=True)
+    types_commands.add_parser("list")
+    types_show = types_commands.add_parser("show", help="a type with its latest schema and versions")
+    types_show.add_argument("name")
+    types_apply = types_commands.add_parser(
+        "apply", help="register or evolve the types of FILE, save its rules"
+    )
+    types_apply.add_argument("file")
+    types_validate = types_commands.add_parser("validate", help="check the event in FILE against type NAME")
+    types_validate.add_argument("name")
+    types_validate.add_argument("file")
+    types.set_defaults(run=cmd_types)
     return root
 
 

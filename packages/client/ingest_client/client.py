@@ -84,7 +84,7 @@ def _problem(response: httpx.Response | None, error: Exception | None) -> str:
     return f"{type(error).__name__}: {error}" if error is not None else "no attempt"
 
 
-def _refused(event: EventLike, why: str, details: Any = None) -> bool:
+def _refused(event: EventLike | str, why: str, details: Any = None) -> bool:
     """`publish_event`'s answer when the event was not taken: False, and the reason in the log."""
     event_id = event.event_id if isinstance(event, BaseEvent) else None
     if isinstance(event, Mapping):
@@ -136,24 +136,28 @@ class EventClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def publish(self, event: EventLike, *, timeout: float | None = None) -> PublishResult:
+    def publish(
+        self, event: EventLike | str, fields: Mapping[str, Any] | None = None, *, timeout: float | None = None
+    ) -> PublishResult:
         """Publish one event and wait for the answer (`rejected` with the service's reasons when it
         refused the event). Raises IngestError when no answer came within the time allowed, and
         pydantic's ValidationError for an event the models refuse before sending."""
-        model = protocol.as_event(event)
+        model = protocol.as_event(event, fields)
         response = self._send(
-            protocol.PATHS[model.event_type],
+            protocol.path_for(model),
             protocol.event_body(model),
             protocol.key_for([model]),
             self._s.deadline(timeout),
         )
         return protocol.single_result(response, model)
 
-    def publish_event(self, event: EventLike, *, timeout: float | None = None) -> bool:
+    def publish_event(
+        self, event: EventLike | str, fields: Mapping[str, Any] | None = None, *, timeout: float | None = None
+    ) -> bool:
         """True when the service took the event (accepted, spooled, duplicate or unrouted). Never
         raises: an unreachable service, an invalid or refused event is False, and the log says why."""
         try:
-            result = self.publish(event, timeout=timeout)
+            result = self.publish(event, fields, timeout=timeout)
         except ValidationError as exc:
             return _refused(event, "invalid event", exc.errors(include_url=False, include_input=False))
         except TypeError as exc:
@@ -316,21 +320,25 @@ class AsyncEventClient:
     ) -> None:
         await self.close()
 
-    async def publish(self, event: EventLike, *, timeout: float | None = None) -> PublishResult:
+    async def publish(
+        self, event: EventLike | str, fields: Mapping[str, Any] | None = None, *, timeout: float | None = None
+    ) -> PublishResult:
         """As `EventClient.publish`."""
-        model = protocol.as_event(event)
+        model = protocol.as_event(event, fields)
         response = await self._send(
-            protocol.PATHS[model.event_type],
+            protocol.path_for(model),
             protocol.event_body(model),
             protocol.key_for([model]),
             self._s.deadline(timeout),
         )
         return protocol.single_result(response, model)
 
-    async def publish_event(self, event: EventLike, *, timeout: float | None = None) -> bool:
+    async def publish_event(
+        self, event: EventLike | str, fields: Mapping[str, Any] | None = None, *, timeout: float | None = None
+    ) -> bool:
         """As `EventClient.publish_event`: a bool, never an exception; the log says why not."""
         try:
-            result = await self.publish(event, timeout=timeout)
+            result = await self.publish(event, fields, timeout=timeout)
         except ValidationError as exc:
             return _refused(event, "invalid event", exc.errors(include_url=False, include_input=False))
         except TypeError as exc:

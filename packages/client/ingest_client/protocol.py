@@ -15,7 +15,7 @@ import httpx
 import orjson
 from pydantic import TypeAdapter
 
-from event_models.models import AnyEvent, BaseEvent
+from event_models.models import AnyEvent, BaseEvent, RegisteredTypeEvent
 from event_models.outcomes import EventStatus
 
 EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
@@ -57,13 +57,28 @@ class IngestError(Exception):
     """The service could not be reached or answered in a way the client cannot use."""
 
 
-def as_event(event: EventLike) -> BaseEvent:
-    """A validated event model with an event_id fixed on the client, so retries carry the same id."""
+def as_event(event: EventLike | str, fields: Mapping[str, Any] | None = None) -> BaseEvent:
+    """A validated event model with an event_id fixed on the client, so retries carry the same id.
+
+    `event` is a model, a mapping with its `event_type`, or a registered type's name with the
+    event's `fields` (envelope and own fields): the client checks the envelope, the service the rest.
+    """
+    if isinstance(event, str):
+        if not isinstance(fields, Mapping):
+            raise TypeError("publishing by type name takes the event's fields as a mapping")
+        event = {**fields, "event_type": event}
     if isinstance(event, BaseEvent):
         return event
     if not isinstance(event, Mapping):
         raise TypeError(f"an event is a model or a mapping, not {type(event).__name__}")
-    return EVENT_ADAPTER.validate_python(dict(event))
+    data = dict(event)
+    if isinstance(data.get("event_type"), str) and data["event_type"] not in PATHS:
+        return RegisteredTypeEvent.model_validate(data)
+    return EVENT_ADAPTER.validate_python(data)
+
+
+def path_for(event: BaseEvent) -> str:
+    return PATHS.get(event.event_type) or f"/v1/events/{event.event_type}"
 
 
 def event_body(event: BaseEvent) -> bytes:

@@ -8,6 +8,7 @@ from event_models.models import (
     BaseEvent,
     EventType,
     PlacementEvent,
+    RegisteredTypeEvent,
     SessionEvent,
 )
 
@@ -18,5 +19,6 @@ __all__ = [
     "BaseEvent",
     "EventType",
     "PlacementEvent",
+    "RegisteredTypeEvent",
     "SessionEvent",
 ]

@@ -267,6 +267,24 @@ class ActivityEvent(BaseEvent):
     )
 
 
+REGISTERED_TYPE_NAME = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"  # lowercase, dotted: never a built-in
+
+
+class RegisteredTypeEvent(BaseEvent):
+    """An event of a type registered at run time (`workflow.task_completed`): the envelope above,
+    checked here, and the type's own fields, which its JSON Schema in the service checks."""
+
+    model_config = ConfigDict(extra="allow")
+    builtin: ClassVar[bool] = False
+
+    event_type: str = Field(pattern=REGISTERED_TYPE_NAME, max_length=128)
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The type's own fields (everything outside the envelope)."""
+        return self.__pydantic_extra__ or {}
+
+
 AnyEvent = Annotated[
     AttemptEvent | SessionEvent | PlacementEvent | ActivityEvent, Field(discriminator="event_type")
 ]
