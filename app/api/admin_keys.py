@@ -18,8 +18,7 @@ from app.api.request_body import ADMIN_MAX_BYTES, BODY_RESPONSES, limited_body_r
 from app.api.schemas import ErrorBody
 from app.runtime import Runtime
 from app.security.key_store import KeyRecord
-from app.security.keys import ApiKey, Scope
-from event_models.models import EventType
+from app.security.keys import ApiKey, EventTypePattern, Scope
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +42,10 @@ class NewApiKey(BaseModel):
 
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
     scopes: Annotated[list[Scope], Field(min_length=1)]
-    event_types: list[EventType] | None = Field(None, description="Limit `ingest` to these; null: all.")
+    event_types: list[EventTypePattern] | None = Field(
+        None,
+        description="Limit `ingest` to these types, or prefixes of registered ones (`workflow.*`); null: all.",
+    )
     rate_limit: Annotated[float, Field(gt=0, le=1_000_000)] | None = Field(
         None, description="Events per second for this key; null: RATE_LIMIT_EVENTS_PER_SECOND."
     )

@@ -11,7 +11,6 @@ import json
 import sys
 
 from app.security.keys import Scope, generate_key, hash_key
-from event_models.models import EventType
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,7 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     new = commands.add_parser("new-key", help="a new random key and its API_KEYS entry")
     new.add_argument("--name", required=True)
     new.add_argument("--scope", action="append", choices=[s.value for s in Scope], required=True)
-    new.add_argument("--event-type", action="append", choices=[t.value for t in EventType])
+    new.add_argument(
+        "--event-type", action="append", help="a type the key may post (or a prefix: workflow.*); repeatable"
+    )
     new.add_argument("--rate-limit", type=float, help="events per second for this key")
     commands.add_parser("hash", help="the SHA-256 of a key read from standard input")
     args = parser.parse_args(argv)

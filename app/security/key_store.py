@@ -23,7 +23,6 @@ from app.audit.trail import Actor, AuditEntry
 from app.background import BackgroundLoop
 from app.database.schema import StoredApiKey
 from app.security.keys import ApiKey, ConfiguredApiKey, Scope, generate_key, hash_key, shown_prefix
-from event_models.models import EventType
 
 logger = logging.getLogger(__name__)
 
@@ -59,11 +58,7 @@ class KeyRecord:
             id=self.id,
             name=self.name,
             scopes=frozenset(Scope(scope) for scope in self.scopes),
-            event_types=(
-                frozenset(EventType(kind) for kind in self.event_types)
-                if self.event_types is not None
-                else None
-            ),
+            event_types=(frozenset(self.event_types) if self.event_types is not None else None),
             rate_limit=self.rate_limit,
             source="database",
             revoked=self.revoked_at is not None,
@@ -99,7 +94,7 @@ class ApiKeyStore:
         self,
         name: str,
         scopes: Iterable[Scope],
-        event_types: Iterable[EventType] | None,
+        event_types: Iterable[str] | None,
         rate_limit: float | None,
         actor: Actor,
     ) -> tuple[KeyRecord, str]:
@@ -176,7 +171,7 @@ class KeyRing:
         self,
         name: str,
         scopes: Iterable[Scope],
-        event_types: Iterable[EventType] | None,
+        event_types: Iterable[str] | None,
         rate_limit: float | None,
         actor: Actor,
     ) -> tuple[KeyRecord, str]:

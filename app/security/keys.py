@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from event_models.models import EventType
+from event_models.models import REGISTERED_TYPE_NAME, EventType
 
 KEY_PREFIX = "eik_"
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -46,6 +46,24 @@ def shown_prefix(key: str) -> str:
     return key[:SHOWN_PREFIX_LENGTH]
 
 
+_BUILTIN = frozenset(kind.value for kind in EventType)
+_REGISTERED = re.compile(REGISTERED_TYPE_NAME)
+_PREFIX = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*\.\*$")  # `workflow.*`
+
+
+def _event_type_pattern(value: str) -> str:
+    if value in _BUILTIN or _REGISTERED.fullmatch(value) or _PREFIX.fullmatch(value):
+        return value
+    raise ValueError(
+        f"{value!r} is not an event type ({', '.join(sorted(_BUILTIN))}, a registered type's "
+        "dotted name) nor a prefix of registered types such as workflow.*"
+    )
+
+
+# What a key may be limited to: a type's name, or every registered type under a prefix (`workflow.*`).
+EventTypePattern = Annotated[str, Field(max_length=128), AfterValidator(_event_type_pattern)]
+
+
 @dataclass(frozen=True, slots=True)
 class ApiKey:
     """A known key: who it is and what it may do. Never holds the key itself."""
@@ -53,13 +71,16 @@ class ApiKey:
     id: str
     name: str
     scopes: frozenset[Scope]
-    event_types: frozenset[EventType] | None = None  # None: every event type
+    event_types: frozenset[str] | None = None  # names and `prefix.*` patterns; None: every type
     rate_limit: float | None = None  # events per second; None: RATE_LIMIT_EVENTS_PER_SECOND
     source: Literal["config", "database", "none"] = "database"
     revoked: bool = False
 
     def may_post(self, event_type: str) -> bool:
-        return self.event_types is None or event_type in self.event_types
+        allowed = self.event_types
+        if allowed is None or event_type in allowed:
+            return True
+        return any(p[-1] == "*" and event_type.startswith(p[:-1]) for p in allowed)
 
 
 # The caller when AUTH_ENABLED=false: everything is allowed; rate limits apply per client address.
@@ -75,7 +96,7 @@ class ConfiguredApiKey(BaseModel):
     sha256: str | None = Field(None, description="hex SHA-256 of the key (preferred: no secret in config)")
     key: SecretStr | None = Field(None, description="the key itself, hashed at start and then forgotten")
     scopes: Annotated[list[Scope], Field(min_length=1)]
-    event_types: list[EventType] | None = None
+    event_types: list[EventTypePattern] | None = None
     rate_limit: Annotated[float, Field(gt=0, le=1_000_000)] | None = None
 
     @model_validator(mode="after")

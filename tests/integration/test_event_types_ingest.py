@@ -157,3 +157,45 @@ async def test_the_python_client_publishes_registered_types_by_name(
     assert "refused (422)" in caplog.text
     records = read_topic(settings.kafka_brokers, topic, expected=2)
     assert sorted(orjson.loads(r.value)["task_id"] for r in records) == ["t-1", "t-2"]
+
+
+async def test_api_keys_limited_by_type_name_or_prefix(make_settings: SettingsFactory) -> None:
+    admin_key, workflow_key, attempts_key = (
+        "types-admin-0123456789",
+        "types-wf-0123456789",
+        "types-at-0123456789",
+    )
+    settings = make_settings(
+        auth_enabled=True,
+        api_keys=[
+            {"name": "ops", "key": admin_key, "scopes": ["admin"]},
+            {"name": "workflows", "key": workflow_key, "scopes": ["ingest"], "event_types": ["workflow.*"]},
+            {"name": "tutor", "key": attempts_key, "scopes": ["ingest"], "event_types": ["attempt"]},
+        ],
+    )
+    definition = {"name": "workflow.task_completed", "owner": "workflow-team", "schema": SCHEMA}
+    async with running(create_app(settings)) as client:
+        admin = {"Authorization": f"Bearer {admin_key}"}
+        assert (await client.post("/admin/event-types", json=definition, headers=admin)).status_code == 201
+        url = "/v1/events/workflow.task_completed"
+        allowed = await client.post(url, json=_event(), headers={"Authorization": f"Bearer {workflow_key}"})
+        assert allowed.status_code == 202, allowed.text  # unrouted, but taken
+        refused = await client.post(url, json=_event(), headers={"Authorization": f"Bearer {attempts_key}"})
+        assert refused.status_code == 403
+        batch = {"events": [{"event_type": "workflow.task_completed", **_event(task_id="t-2")}]}
+        items = await client.post(
+            "/v1/events/batch", json=batch, headers={"Authorization": f"Bearer {attempts_key}"}
+        )
+        assert items.json()["results"][0]["status_code"] == 403
+        bad_limit = await client.post(
+            "/admin/api-keys",
+            json={"name": "x", "scopes": ["ingest"], "event_types": ["Work*"]},
+            headers=admin,
+        )
+        assert bad_limit.status_code == 422
+        prefixed = await client.post(
+            "/admin/api-keys",
+            json={"name": "y", "scopes": ["ingest"], "event_types": ["training.*"]},
+            headers=admin,
+        )
+        assert prefixed.status_code == 201, prefixed.text

@@ -238,7 +238,8 @@ def _hostile_cases() -> list[Case]:
         ),
         Case("multipart", 415, content=b"--x--", headers={"Content-Type": "multipart/form-data; boundary=x"}),
         Case("GET on an ingest route", 405, method="GET"),
-        Case("unknown route", 404, method="GET", path="/v1/events/nope"),
+        Case("unknown route", 404, method="GET", path="/v1/evnts/nope"),
+        Case("event type never registered", 404, json=attempt(), path="/v1/events/no.such_type"),
         Case(
             "Idempotency-Key of 201 characters", 422, json=attempt(), headers={"Idempotency-Key": "k" * 201}
         ),
