@@ -218,7 +218,13 @@ class IngestService:
                     completed[key] = stored
         if completed or released:
             await self.idempotency.settle(completed, released)
-        return [outcome for outcome in outcomes if outcome is not None]
+        done = [outcome for outcome in outcomes if outcome is not None]
+        by_type: dict[tuple[str, str], int] = {}
+        for event, outcome in zip(events, done, strict=True):
+            pair = (event.event_type, str(outcome.status))
+            by_type[pair] = by_type.get(pair, 0) + 1
+        self.metrics.record_events(by_type)
+        return done
 
 
 def _keys(event: BaseEvent, request_key: str | None) -> _Keys:

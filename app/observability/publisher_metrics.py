@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -100,6 +100,13 @@ class PublisherMetrics:
             "event_ingest_events_dlq_total",
             "Records written to the dead-letter topic.",
             ["original_topic"],
+            registry=registry,
+        )
+        self._by_type = Counter(
+            "event_ingest_events_total",
+            "Valid events per event type (built-in or registered) and answer: accepted, spooled, "
+            "unrouted, duplicate, rejected.",
+            ["event_type", "status"],
             registry=registry,
         )
         self._unrouted = Counter(
@@ -235,6 +242,11 @@ class PublisherMetrics:
         self.per_topic[original_topic]["dlq"] += 1
         self._dlq.labels(original_topic).inc()
         self.recent.add("dlq")
+
+    def record_events(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """A request's valid events, counted per (event type, status): one increment per pair."""
+        for (event_type, status), count in counts.items():
+            self._by_type.labels(event_type, status).inc(count)
 
     def record_unrouted(self, event_type: str) -> None:
         self.events_unrouted += 1

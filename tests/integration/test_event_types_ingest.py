@@ -109,6 +109,9 @@ async def test_a_registered_type_is_validated_routed_keyed_and_deduplicated(
         assert disabled.status_code == 200
         gone = await client.post("/v1/events/workflow.task_completed", json=_event(task_id="t-9"))
         assert gone.status_code == 410
+        scraped = (await client.get("/metrics/prometheus")).text
+        assert 'event_ingest_events_total{event_type="workflow.task_completed",status="accepted"} 4.0' in scraped
+        assert 'event_ingest_events_total{event_type="workflow.task_completed",status="duplicate"} 1.0' in scraped
 
     records = read_topic(settings.kafka_brokers, topic, expected=4)
     assert len(records) == 4  # the duplicate, the invalid ones and the disabled type's are not there
