@@ -105,18 +105,33 @@ async def test_a_registered_type_is_validated_routed_keyed_and_deduplicated(
         assert answer.json()["results"][1]["errors"][0]["field"] == "duration_ms"
         assert answer.json()["results"][2]["errors"][0]["field"] == "event_type"
 
+        spooled = await client.post(
+            "/v1/events/workflow.task_completed?ack=spool", json=_event(task_id="t-6", duration_ms=4)
+        )
+        assert spooled.status_code == 202, spooled.text
+        assert spooled.json()["status"] == "spooled"  # the relay delivers it like any record
+        # (last: later events of the same key would follow it through the spool, to keep their order)
+
         disabled = await client.patch("/admin/event-types/workflow.task_completed", json={"enabled": False})
         assert disabled.status_code == 200
         gone = await client.post("/v1/events/workflow.task_completed", json=_event(task_id="t-9"))
         assert gone.status_code == 410
         scraped = (await client.get("/metrics/prometheus")).text
-        assert 'event_ingest_events_total{event_type="workflow.task_completed",status="accepted"} 4.0' in scraped
-        assert 'event_ingest_events_total{event_type="workflow.task_completed",status="duplicate"} 1.0' in scraped
+        assert (
+            'event_ingest_events_total{event_type="workflow.task_completed",status="accepted"} 4.0' in scraped
+        )
+        assert (
+            'event_ingest_events_total{event_type="workflow.task_completed",status="spooled"} 1.0' in scraped
+        )
+        assert (
+            'event_ingest_events_total{event_type="workflow.task_completed",status="duplicate"} 1.0'
+            in scraped
+        )
 
-    records = read_topic(settings.kafka_brokers, topic, expected=4)
-    assert len(records) == 4  # the duplicate, the invalid ones and the disabled type's are not there
+    records = read_topic(settings.kafka_brokers, topic, expected=5)
+    assert len(records) == 5  # the duplicate, the invalid ones and the disabled type's are not there
     by_task = {orjson.loads(record.value)["task_id"]: record for record in records}
-    assert set(by_task) == {"t-1", "t-2", "t-3", "t-4"}
+    assert set(by_task) == {"t-1", "t-2", "t-3", "t-4", "t-6"}
     assert {record.key for record in records} == {b"wf-1"}
     assert by_task["t-1"].headers["event_type"] == b"workflow.task_completed"
     assert by_task["t-1"].headers["schema_version"] == b"1"

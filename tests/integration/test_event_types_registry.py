@@ -116,9 +116,8 @@ async def test_register_evolve_switch_and_validate(make_settings: SettingsFactor
             "(body)",
         }
 
-        switched = await client.patch(
-            "/admin/event-types/workflow.task_completed", json={"enabled": False}, headers=admin
-        )
+        url_of_type = "/admin/event-types/workflow.task_completed"
+        switched = await client.patch(url_of_type, json={"enabled": False}, headers=admin)
         assert switched.json()["enabled"] is False
 
         # The other app on the same database picks every change up within its poll interval.
@@ -129,6 +128,13 @@ async def test_register_evolve_switch_and_validate(make_settings: SettingsFactor
             await asyncio.sleep(0.1)
         assert seen["version"] == 2
         assert seen["enabled"] is False
+        assert (await client.patch(url_of_type, json={"enabled": True}, headers=admin)).status_code == 200
+        for _ in range(50):  # served by the other app once it has seen the type enabled again
+            served = await other.post("/v1/events/workflow.task_completed", json=sample, headers=producer)
+            if served.status_code != 410:
+                break
+            await asyncio.sleep(0.1)
+        assert served.status_code == 202, served.text  # unrouted (no rule), but taken
 
         audit = (await client.get("/admin/audit?action=event_type.new_version", headers=admin)).json()
         assert [entry["target"] for entry in audit["entries"]] == ["workflow.task_completed"]
@@ -201,3 +207,11 @@ def test_a_bad_event_type_file_is_named_at_start(make_settings: SettingsFactory,
         load_event_type_files([str(bad)])
     with pytest.raises(ValueError, match=r"missing\.json"):
         load_event_type_files([str(tmp_path / "missing.json")])
+
+
+async def test_at_most_event_types_max_types(make_settings: SettingsFactory) -> None:
+    async with running(create_app(make_settings(event_types_max=1))) as client:
+        assert (await client.post("/admin/event-types", json=TASK_COMPLETED)).status_code == 201
+        second = await client.post("/admin/event-types", json={**TASK_COMPLETED, "name": "workflow.other"})
+        assert second.status_code == 422
+        assert "EVENT_TYPES_MAX" in second.text
