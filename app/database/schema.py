@@ -88,14 +88,21 @@ class StoredRoutingRule(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-class RoutingRulesVersion(Base):
-    """One row: bumped by every change, polled by every worker to pick changes up."""
+class VersionCounter(Base):
+    """One row: bumped by every change to a set of rows, polled by every worker to pick changes up
+    (app/database/version_counter.py)."""
 
-    __tablename__ = "routing_rules_version"
+    __abstract__ = True
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RoutingRulesVersion(VersionCounter):
+    """The routing rules' change counter."""
+
+    __tablename__ = "routing_rules_version"
 
 
 class ServiceFlag(Base):
@@ -169,11 +176,7 @@ class StoredEventTypeVersion(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-class EventTypesVersion(Base):
-    """One row: bumped by every change to event types, polled by every worker to pick changes up."""
+class EventTypesVersion(VersionCounter):
+    """The event types' change counter."""
 
     __tablename__ = "event_types_version"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    version: Mapped[int] = mapped_column(BigInteger)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from app.audit.trail import Actor, AuditEntry
 from app.database.schema import EventTypesVersion, StoredEventType, StoredEventTypeVersion
+from app.database.version_counter import bump_version, read_version, version_in
 from app.event_types.compatibility import Compatibility, incompatibilities
 from app.event_types.definition import EventTypeChanges, EventTypeDefinition, check_fields
 from app.event_types.schemas import check_schema
@@ -90,13 +91,10 @@ class EventTypeStore:
         self.max_types = max_types
 
     def version(self) -> int:
-        with Session(self.engine) as session:
-            row = session.get(EventTypesVersion, 1)
-            return row.version if row else 0
+        return read_version(self.engine, EventTypesVersion)
 
     def load(self) -> tuple[int, list[EventTypeRecord]]:
         with Session(self.engine) as session:
-            row = session.get(EventTypesVersion, 1)
             schemas: dict[str, dict[int, dict[str, Any]]] = {}
             for stored in session.scalars(select(StoredEventTypeVersion)):
                 schemas.setdefault(stored.name, {})[stored.version] = stored.schema
@@ -104,14 +102,14 @@ class EventTypeStore:
                 _record(stored, schemas.get(stored.name, {}))
                 for stored in session.scalars(select(StoredEventType).order_by(StoredEventType.name))
             ]
-            return (row.version if row else 0), types
+            return version_in(session, EventTypesVersion), types
 
     def register(self, definition: EventTypeDefinition, actor: Actor) -> EventTypeRecord:
         """A new type at version 1; EventTypeConflictError when the name is taken."""
         try:
             with Session(self.engine) as session, session.begin():
                 now = datetime.now(UTC)
-                self._bump(session, now)
+                bump_version(session, EventTypesVersion, now)
                 if session.get(StoredEventType, definition.name) is not None:
                     raise EventTypeConflictError(f"event type {definition.name} exists")
                 count = session.scalar(select(func.count()).select_from(StoredEventType)) or 0
@@ -168,7 +166,7 @@ class EventTypeStore:
                     f"the schema is not {compatibility.value}-compatible with version {row.version}", problems
                 )
             now = datetime.now(UTC)
-            self._bump(session, now)
+            bump_version(session, EventTypesVersion, now)
             row.version += 1
             row.updated_at = now
             session.add(StoredEventTypeVersion(name=name, version=row.version, schema=schema, created_at=now))
@@ -203,16 +201,7 @@ class EventTypeStore:
             for key, value in changes.model_dump(exclude_none=True).items():
                 setattr(row, key, value)
             row.updated_at = now
-            self._bump(session, now)
+            bump_version(session, EventTypesVersion, now)
             record = _record(row, schemas)
             AuditEntry(actor, "event_type.update", name, before, record.audit_form()).add(session)
             return record
-
-    @staticmethod
-    def _bump(session: Session, now: datetime) -> None:
-        row = session.get(EventTypesVersion, 1, with_for_update=True)
-        if row is None:
-            row = EventTypesVersion(id=1, version=0, updated_at=now)
-            session.add(row)
-        row.version += 1
-        row.updated_at = now

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from app.audit.trail import Actor, AuditEntry
 from app.background import BackgroundLoop
 from app.database.schema import RoutingRulesVersion, StoredRoutingRule
+from app.database.version_counter import bump_version, read_version, version_in
 from app.routing.governance import TopicPolicy
 from app.routing.router import Router
 from app.routing.rules import RoutingRule
@@ -32,15 +33,13 @@ class RuleStore:
         self.engine = engine
 
     def version(self) -> int:
-        with Session(self.engine) as session:
-            row = session.get(RoutingRulesVersion, 1)
-            return row.version if row else 0
+        return read_version(self.engine, RoutingRulesVersion)
 
     def load(self) -> tuple[int, list[RoutingRule]]:
         with Session(self.engine) as session:
-            row = session.get(RoutingRulesVersion, 1)
             bodies = session.scalars(select(StoredRoutingRule.body).order_by(StoredRoutingRule.id))
-            return (row.version if row else 0), [RoutingRule.model_validate(body) for body in bodies]
+            rules = [RoutingRule.model_validate(body) for body in bodies]
+            return version_in(session, RoutingRulesVersion), rules
 
     def seed(self, rules: Sequence[RoutingRule]) -> bool:
         """Write the initial rules if the table was never written (version 0); True if it did.
@@ -67,7 +66,7 @@ class RuleStore:
         """Insert or replace one rule, bump the version and record the change, in one transaction."""
         with Session(self.engine) as session, session.begin():
             now = datetime.now(UTC)
-            self._bump(session, now)
+            bump_version(session, RoutingRulesVersion, now)
             stored = session.get(StoredRoutingRule, rule.id)
             body = rule.model_dump(mode="json")
             if stored is None:
@@ -87,19 +86,9 @@ class RuleStore:
                 return None
             entry = AuditEntry(actor, "routing_rule.delete", rule_id, stored.body, None)
             session.execute(delete(StoredRoutingRule).where(StoredRoutingRule.id == rule_id))
-            self._bump(session, datetime.now(UTC))
+            bump_version(session, RoutingRulesVersion, datetime.now(UTC))
             entry.add(session)
             return entry
-
-    @staticmethod
-    def _bump(session: Session, now: datetime) -> int:
-        row = session.get(RoutingRulesVersion, 1, with_for_update=True)
-        if row is None:
-            row = RoutingRulesVersion(id=1, version=0, updated_at=now)
-            session.add(row)
-        row.version += 1
-        row.updated_at = now
-        return row.version
 
 
 class RuleSync:
