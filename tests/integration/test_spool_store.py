@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import event, inspect
 
+from alembic import command
 from app.database import migrations
 from app.database.engine import DatabaseNotMigratedError, check_schema, create_database_engine
 from app.spool.service import Spool
@@ -108,6 +109,11 @@ def test_migrations_go_down_and_up_again(database_url: str) -> None:
     migrations.upgrade(database_url)
     check_schema(engine)
     engine.dispose()
+
+
+def test_the_migrations_build_what_the_models_describe(database_url: str) -> None:
+    """A table or column added to app/database/schema.py without its migration fails here."""
+    command.check(migrations.alembic_config(database_url))  # raises when autogenerate finds a difference
 
 
 def test_a_key_waits_behind_its_older_records(store: SpoolStore) -> None:
