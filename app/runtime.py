@@ -230,7 +230,7 @@ class Runtime:
         """Check the database schema, start the producer and the relay."""
         await asyncio.to_thread(check_schema, self.engine)
         await self.rules.start(initial_rules(self.settings))
-        seed = load_event_type_files(self.settings.event_type_files)
+        seed = load_event_type_files(self.settings.event_type_file_paths)
         await self.event_types.start()
         if self.event_types.version == 0 and seed.event_types:
             await self._seed_event_types(seed)

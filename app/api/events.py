@@ -256,7 +256,8 @@ def events_router(settings: Settings) -> APIRouter:
         try:
             body = parse_json(await request.body())
         except json.JSONDecodeError as exc:
-            return error_response(422, f"JSON decode error: {exc}", FailureCode.VALIDATION_ERROR.value)
+            problem = {"field": "(body)", "message": f"JSON decode error: {exc}", "type": "json_invalid"}
+            return error_response(422, [problem], FailureCode.VALIDATION_ERROR.value)
         event, errors = validate_custom(registered, body)
         if event is None:
             runtime.metrics.record_rejected("validation")

@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     )
 
     @property
-    def event_type_files(self) -> list[str]:
+    def event_type_file_paths(self) -> list[str]:
         return [name.strip() for name in self.event_types_files.split(",") if name.strip()]
 
     # --- Dead-letter replay (POST /admin/dlq/replay)
