@@ -34,7 +34,7 @@ class ReplayFilter(BaseModel):
     reason: str | None = Field(
         None, max_length=200, description="Substring of `dlq_reason` (case-insensitive)."
     )
-    event_type: str | None = Field(None, max_length=32)
+    event_type: str | None = Field(None, max_length=128)
     original_topic: str | None = Field(None, max_length=249)
     since: datetime | None = Field(None, description="Dead-lettered at or after (RFC 3339).")
     until: datetime | None = Field(None, description="Dead-lettered before (RFC 3339).")

@@ -217,3 +217,34 @@ async def test_api_keys_limited_by_type_name_or_prefix(make_settings: SettingsFa
             headers=admin,
         )
         assert prefixed.status_code == 201, prefixed.text
+
+
+async def test_a_registered_types_record_kafka_refuses_is_dead_lettered_and_replayed(
+    make_settings: SettingsFactory,
+) -> None:
+    """Too large for the first app's producer: dead-lettered with the type's headers; replayed by an
+    app allowed larger records, filtered by the type's name."""
+    topic = f"workflow.tasks.{uuid.uuid4().hex[:8]}"
+    small = make_settings(kafka_allowed_topics=topic, kafka_message_max_bytes=2000)
+    definition = {"name": "workflow.task_completed", "owner": "workflow-team",
+                  "schema": {**SCHEMA, "properties": {**SCHEMA["properties"], "log": {"type": "string"}}}}  # fmt: skip
+    rule = {"id": "tasks", "name": "tasks", "event_types": ["workflow.task_completed"], "topics": [topic]}
+    async with running(create_app(small)) as client:
+        assert (await client.post("/admin/event-types", json=definition)).status_code == 201
+        assert (await client.post("/admin/routing-rules", json=rule)).status_code == 201
+        refused = await client.post("/v1/events/workflow.task_completed", json=_event(log="x" * 5000))
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["dead_lettered"] is True
+    (dead,) = read_topic(small.kafka_brokers, small.kafka_topic_dlq, expected=1)
+    assert dead.headers["event_type"] == b"workflow.task_completed"
+    assert dead.key == b"learner-1"
+
+    larger = small.model_copy(update={"kafka_message_max_bytes": 1_000_000})
+    async with running(create_app(larger)) as client:
+        replay = {"event_type": "workflow.task_completed", "max_records": 10}
+        answer = await client.post("/admin/dlq/replay", json=replay)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["replayed"] == 1
+    (record,) = read_topic(small.kafka_brokers, topic, expected=1)
+    assert record.headers["event_id"].decode() == refused.json()["event_id"]
+    assert orjson.loads(record.value)["log"] == "x" * 5000
