@@ -67,7 +67,8 @@ def _without_unknown_fields(data: Any) -> Any:
         kind = item.get("event_type") if isinstance(item, dict) else None
         model = MODEL_BY_TYPE.get(kind) if isinstance(kind, str) else None  # type: ignore[call-overload]
         if model is not None:
-            item = {key: value for key, value in item.items() if key in model.model_fields}
+            known = model.__pydantic_fields__  # (`model_fields` is a property: ~2 µs a call)
+            item = {key: value for key, value in item.items() if key in known}
         items.append(item)
     return {**data, "events": items}
 

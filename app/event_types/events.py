@@ -54,6 +54,10 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
+# The envelope's field names, once: `model_fields` is a property that builds its answer per call.
+_ENVELOPE = frozenset(CustomEvent.__pydantic_fields__)
+
+
 def validate_custom(
     registered: RegisteredType, body: Any
 ) -> tuple[CustomEvent | None, list[dict[str, Any]] | None]:
@@ -78,7 +82,7 @@ def validate_custom(
         event = CustomEvent.model_validate({**body, "event_type": record.name, "schema_version": version})
     except ValidationError as exc:
         errors += [e for e in describe_errors(exc.errors()) if e["type"] != "extra_forbidden"]
-    own = {key: value for key, value in body.items() if key not in CustomEvent.model_fields}
+    own = {key: value for key, value in body.items() if key not in _ENVELOPE}
     errors += describe_schema_errors(registered.validator(version), own) or []
     if errors or event is None:
         return None, errors
