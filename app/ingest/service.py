@@ -110,7 +110,7 @@ class IngestService:
         for index, item in enumerate(items):
             if isinstance(item, BaseEvent):
                 event = item
-            elif isinstance(item, dict) and item.get("event_type") not in BUILTIN_TYPES:
+            elif isinstance(item, dict) and _registered_type_name(item.get("event_type")):
                 custom, errors = self._custom(item)
                 if custom is None:
                     raw_id = item.get("event_id")
@@ -239,6 +239,12 @@ def _keys(event: BaseEvent, request_key: str | None) -> _Keys:
         if identity is not None:
             keys.append(("identity", f"identity:{identity}"))
     return keys
+
+
+def _registered_type_name(kind: object) -> bool:
+    """A batch item's `event_type` that names no built-in type (a missing or non-text one is left
+    to the built-in models, which say what is wrong)."""
+    return isinstance(kind, str) and kind not in BUILTIN_TYPES
 
 
 def _forbidden(event_type: str) -> PublishFailure:

@@ -252,6 +252,14 @@ def _hostile_cases() -> list[Case]:
             json={"events": [{"event_type": "admin"}]},
         ),
         Case(
+            "batch items whose event_type is not text",
+            207,
+            path="/v1/events/batch",
+            json={
+                "events": [{"event_type": ["workflow.x"]}, {"event_type": {"a": 1}}, {"event_type": 5}, {}]
+            },
+        ),
+        Case(
             "event_id not a UUID",
             422,
             json=attempt(event_id="../../etc/passwd"),
