@@ -353,6 +353,16 @@ def _apply(args: argparse.Namespace, document: Any) -> int:
         if changes:
             _api(args, "PATCH", f"/admin/event-types/{name}", changes)
             print(f"{name}: changed {', '.join(sorted(changes))}")
+        fixed = [
+            field
+            for field in ("partition_key", "idempotency_fields", "compatibility")
+            if field in definition and definition[field] != current[field]
+        ]
+        if fixed:  # what identifies and keys a type's events stays as registered
+            print(
+                f"{name}: {', '.join(fixed)} cannot change once registered (left as they are)",
+                file=sys.stderr,
+            )
     for rule in document.get("routing_rules", []):
         _api(args, "PUT", f"/admin/routing-rules/{rule.get('id')}", rule)
         print(f"routing rule {rule.get('id')}: saved")
