@@ -121,7 +121,7 @@ async def test_register_evolve_switch_and_validate(make_settings: SettingsFactor
         assert switched.json()["enabled"] is False
 
         # The other app on the same database picks every change up within its poll interval.
-        for _ in range(50):
+        for _ in range(200):  # at most 20 s: the poll interval is 200 ms
             seen = (await other.get("/admin/event-types/workflow.task_completed", headers=admin)).json()
             if seen.get("version") == 2 and seen.get("enabled") is False:
                 break
@@ -129,7 +129,7 @@ async def test_register_evolve_switch_and_validate(make_settings: SettingsFactor
         assert seen["version"] == 2
         assert seen["enabled"] is False
         assert (await client.patch(url_of_type, json={"enabled": True}, headers=admin)).status_code == 200
-        for _ in range(50):  # served by the other app once it has seen the type enabled again
+        for _ in range(200):  # served by the other app once it has seen the type enabled again
             served = await other.post("/v1/events/workflow.task_completed", json=sample, headers=producer)
             if served.status_code != 410:
                 break
