@@ -14,7 +14,8 @@ from tests.conftest import SettingsFactory, attempt, running
 from tests.kafka_helpers import read_topic
 
 pytestmark = pytest.mark.integration
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
 
 
 def _example(name: str) -> str:
@@ -64,6 +65,32 @@ async def test_deadlines_example_runs_as_written(
         )
     assert namespace["result"].ok
     assert len(read_topic(settings.kafka_brokers, settings.kafka_topic_activities, expected=3)) == 3
+
+
+async def test_workflow_example_publishes_a_registered_type(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    import ingest_client
+
+    settings = make_settings(
+        event_types_files=str(ROOT / "event_types" / "workflow.json"), kafka_allowed_topics="workflow.events"
+    )
+    app = create_app(settings)
+    namespace: dict[str, Any] = {}
+    real_client = ingest_client.EventClient
+    async with running(app):
+        transport = _ThreadedASGI(app, asyncio.get_running_loop())
+        monkeypatch.setattr(
+            ingest_client, "EventClient", lambda url, **kw: real_client(url, transport=transport, **kw)
+        )
+        await asyncio.to_thread(
+            exec, compile(_example("workflow"), "README workflow example", "exec"), namespace
+        )
+    assert namespace["taken"] is True
+    records = read_topic(settings.kafka_brokers, "workflow.events", expected=1)
+    assert any(record.key == b"example_dag" and b"run_124" in record.value for record in records)
 
 
 async def test_fastapi_example_batches_in_the_background(make_settings: SettingsFactory) -> None:
