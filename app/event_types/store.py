@@ -94,15 +94,16 @@ class EventTypeStore:
         return read_version(self.engine, EventTypesVersion)
 
     def load(self) -> tuple[int, list[EventTypeRecord]]:
+        """The counter, then the types, then their versions: each read may see later commits than
+        the one before (no snapshot across statements), so a change made meanwhile leaves the
+        counter behind (the next poll reloads) and every type's version among those read."""
         with Session(self.engine) as session:
+            version = version_in(session, EventTypesVersion)
+            rows = list(session.scalars(select(StoredEventType).order_by(StoredEventType.name)))
             schemas: dict[str, dict[int, dict[str, Any]]] = {}
             for stored in session.scalars(select(StoredEventTypeVersion)):
                 schemas.setdefault(stored.name, {})[stored.version] = stored.schema
-            types = [
-                _record(stored, schemas.get(stored.name, {}))
-                for stored in session.scalars(select(StoredEventType).order_by(StoredEventType.name))
-            ]
-            return version_in(session, EventTypesVersion), types
+            return version, [_record(row, schemas.get(row.name, {})) for row in rows]
 
     def register(self, definition: EventTypeDefinition, actor: Actor) -> EventTypeRecord:
         """A new type at version 1; EventTypeConflictError when the name is taken."""

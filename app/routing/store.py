@@ -37,9 +37,11 @@ class RuleStore:
 
     def load(self) -> tuple[int, list[RoutingRule]]:
         with Session(self.engine) as session:
+            # The counter first: a change committed between the two reads leaves it behind, so the
+            # next poll reloads (read after the rules, it could hide that change for good).
+            version = version_in(session, RoutingRulesVersion)
             bodies = session.scalars(select(StoredRoutingRule.body).order_by(StoredRoutingRule.id))
-            rules = [RoutingRule.model_validate(body) for body in bodies]
-            return version_in(session, RoutingRulesVersion), rules
+            return version, [RoutingRule.model_validate(body) for body in bodies]
 
     def seed(self, rules: Sequence[RoutingRule]) -> bool:
         """Write the initial rules if the table was never written (version 0); True if it did.
