@@ -70,8 +70,18 @@ async def test_stopped_broker_spools_opens_the_breaker_and_the_relay_delivers_af
     accepted: list[str] = []
     async with running(create_app(settings)) as client:
         first = await client.post("/v1/events/activities", json=activity_event())
-        assert first.json()["status"] == "accepted"
+        # A broker of this test's own: a fresh Apache Kafka may take longer than the 1 s producer
+        # timeout to take its first record (seen once in a clean run); the event is then spooled
+        # and relayed, which is as good, and the outage below starts once it is delivered.
+        assert first.json()["status"] in ("accepted", "spooled"), first.text
         accepted.append(first.json()["event_id"])
+        deadline = time.monotonic() + 30
+        before = (await client.get("/metrics/publisher")).json()
+        while time.monotonic() < deadline and before["spool"]["depth"] > 0:
+            await asyncio.sleep(0.2)
+            before = (await client.get("/metrics/publisher")).json()
+        assert before["spool"]["depth"] == 0
+        relayed_before = before["records_relayed"]
         dev_broker.kill()
 
         for user in ("u1", "u2"):  # each waits for the producer timeout, then is spooled
@@ -98,10 +108,10 @@ async def test_stopped_broker_spools_opens_the_breaker_and_the_relay_delivers_af
         await asyncio.to_thread(dev_broker.start)
         deadline = time.monotonic() + 30
         metrics = (await client.get("/metrics/publisher")).json()
-        while time.monotonic() < deadline and metrics["records_relayed"] < 3:
+        while time.monotonic() < deadline and metrics["records_relayed"] < relayed_before + 3:
             await asyncio.sleep(0.2)
             metrics = (await client.get("/metrics/publisher")).json()
-        assert metrics["records_relayed"] == 3
+        assert metrics["records_relayed"] == relayed_before + 3
         assert metrics["circuit_breaker"]["state"] == "closed"
         states = [item["state"] for item in metrics["circuit_breaker"]["transitions"]]
         assert states[0] == "open"
