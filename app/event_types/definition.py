@@ -9,10 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 from app.event_types.compatibility import Compatibility
 from app.event_types.schemas import check_schema
+from event_models.models import REGISTERED_TYPE_NAME
 
 # Lowercase and dotted (`workflow.task_completed`): never one of the built-in types or routes
 # (`attempts`, `batch`), which have no dot.
-NAME_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
+NAME_PATTERN = REGISTERED_TYPE_NAME
 TypeName = Annotated[str, Field(min_length=3, max_length=128, pattern=NAME_PATTERN)]
 FieldName = Annotated[str, Field(min_length=1, max_length=128)]
 ENVELOPE_KEYS = ("user_id", "tenant_id", "course_id")  # envelope fields a key or an identity may use

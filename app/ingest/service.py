@@ -24,14 +24,14 @@ from app.publishing.publisher import (
     PublishFailure,
     PublishResult,
 )
-from event_models.models import AnyEvent, AttemptEvent, BaseEvent
+from event_models.models import AnyEvent, AttemptEvent, BaseEvent, EventType
 from event_models.outcomes import EventStatus, FailureCode
 
 EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
 
 AckLevel = Literal["kafka", "spool"]
 _Keys = list[tuple[Literal["request", "attempt", "identity"], str]]  # an event's idempotency keys, by kind
-BUILTIN_TYPES = frozenset({"attempt", "session", "placement", "activity"})
+BUILTIN_TYPES = frozenset(kind.value for kind in EventType)
 
 
 @dataclass(slots=True)

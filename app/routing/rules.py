@@ -12,11 +12,11 @@ from app.config.settings import Settings
 from app.routing.conditions import Condition, FieldTest
 from app.routing.templates import unknown_variables
 from app.routing.topics import check_topic_name
-from event_models.models import BaseEvent, EventType
+from event_models.models import REGISTERED_TYPE_NAME, BaseEvent, EventType
 
 TopicName = Annotated[str, AfterValidator(check_topic_name)]
 _BUILTIN_TYPES = frozenset(kind.value for kind in EventType)
-_REGISTERED_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")  # as event types are named
+_REGISTERED_NAME = re.compile(REGISTERED_TYPE_NAME)
 
 
 def _event_type_name(name: str) -> str:
