@@ -89,10 +89,12 @@ clean:
 # The load generator of bench, profile and bench-compare: Debian's wrk, installed when missing.
 NEED_WRK = @command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || (echo "install wrk" && false)
 
-## bench: service vs bare FastAPI vs raw confluent-kafka, then taking events while Kafka is down;
-## printed and written to bench/results/ (WORKERS=n)
+## bench: the speed targets (defaults and shipped settings, medians of rounds, a plot), then the
+## service vs bare FastAPI vs raw confluent-kafka survey, then taking events while Kafka is down;
+## printed and written to bench/results/ (WORKERS=n, BENCH_TARGETS_ARGS="--rounds 3 --soak 300")
 bench: install postgres
 	$(NEED_WRK)
+	$(PY) bench/targets.py $(BENCH_TARGETS_ARGS)
 	$(PY) bench/run.py $(BENCH_ARGS)
 	$(PY) bench/outage.py $(BENCH_OUTAGE_ARGS)
 

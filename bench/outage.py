@@ -23,16 +23,14 @@ from pathlib import Path
 
 import httpx
 import orjson
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.database import migrations  # noqa: E402
 from app.devbroker import DevBroker, free_port  # noqa: E402
+from bench.postgres import ingest_database  # noqa: E402
 from bench.run import BENCH_KEY, PYTHON, Result, _measure, _process, _service_env, _wrk  # noqa: E402
-from tests.services.postgres import PostgresServer  # noqa: E402
 
 RATIO_TARGET = 0.5
 P99_TARGET_MS = 250.0
@@ -64,26 +62,13 @@ def run(options: argparse.Namespace) -> list[Result]:
     with tempfile.TemporaryDirectory(prefix="bench-outage-") as tmp:
         workdir = Path(options.logs or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        postgres = PostgresServer(Path(tempfile.mkdtemp(prefix="bench-postgres-")), durable=True)
-        postgres.start()
-        try:
-            databases = {
-                "sqlite": f"sqlite:///{workdir / 'spool.db'}",
-                "postgresql": make_url(postgres.url)
-                .set(database="ingest")
-                .render_as_string(hide_password=False),
-            }
-            admin = create_engine(postgres.url, isolation_level="AUTOCOMMIT")
-            with admin.connect() as connection:
-                connection.execute(text("CREATE DATABASE ingest"))
-            admin.dispose()
+        with ingest_database() as postgresql:
+            databases = {"sqlite": f"sqlite:///{workdir / 'spool.db'}", "postgresql": postgresql}
             for name, database in databases.items():
                 if options.database and name not in options.database:
                     continue
                 migrations.upgrade(database)
                 results += _one_database(name, database, options, workdir)
-        finally:
-            postgres.remove()
     return results
 
 

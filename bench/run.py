@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -189,6 +190,7 @@ def _wrk(
             DELAY_MS=delay_ms,
             OCCURRED_AT=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),  # inside EVENT_MAX_AGE
             API_KEY=BENCH_KEY,
+            RUN=uuid.uuid4().hex[:12],
         )
     )
     command = [

@@ -1,0 +1,316 @@
+"""`make bench`, first part: the speed targets, for the defaults and for the settings we ship.
+
+Two configurations of the service, both with WORKERS=2 and authentication on:
+- `defaults`: the embedded defaults (SQLite spool, `IDEMPOTENCY_STORE=auto`, i.e. the host store);
+- `shipped`: what docker-compose.yml and the Kubernetes ConfigMap set: `IDEMPOTENCY_STORE=database`
+  with spool and keys on PostgreSQL (started here with its default, durable settings), JSON logs.
+Each round starts each configuration and the bare FastAPI endpoint (the HTTP stack's ceiling, same
+worker count) afresh and measures single events and batches of 100 at several connection counts;
+figures are the medians over the rounds of one run (the machine is noisy: only figures of one run
+compare). Then a soak: the embedded defaults (one worker) at the maximum batch rate for several
+minutes, RSS sampled. Prints the targets with their ratios, and writes JSON and a PNG plot to
+bench/results/. Everything runs on 127.0.0.1, bounded in time, every process stopped by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.database import migrations  # noqa: E402
+from app.devbroker import DevBroker, free_port  # noqa: E402
+from bench.postgres import ingest_database  # noqa: E402
+from bench.run import PYTHON, Result, _measure, _process, _rss_mb, _service_env, _wrk  # noqa: E402
+
+WORKERS = 2
+BATCH_EVENTS_TARGET = 100_000.0
+SINGLE_RATIO_TARGET = 0.6
+SINGLE_P50_TARGET_MS = 5.0
+SINGLE_P99_TARGET_MS = 20.0
+RSS_TARGET_MB = 300.0
+SHIPPED = {"IDEMPOTENCY_STORE": "database", "LOG_FORMAT": "json", "ENVIRONMENT": "prod"}
+
+
+@dataclass
+class Point:
+    """One measurement of one round."""
+
+    config: str  # defaults | shipped | bare
+    mode: str  # single | batch
+    connections: int
+    round: int
+    events_per_s: float
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    rss_load_mb: float | None
+    cores_service: float | None
+
+
+def _point(config: str, round_number: int, result: Result) -> Point:
+    return Point(
+        config, result.mode, result.connections, round_number, result.events_per_s, result.requests_per_s,
+        result.p50_ms, result.p99_ms, result.errors, result.rss_load_mb, result.cores_service,
+    )  # fmt: skip
+
+
+def _sweep(
+    config: str,
+    round_number: int,
+    pid: int,
+    port: int,
+    options: argparse.Namespace,
+    workdir: Path,
+    modes: dict[str, list[int]],
+) -> list[Point]:
+    points = []
+    for mode, counts in modes.items():
+        for connections in counts:
+            print(f"… round {round_number + 1} {config} {mode} @{connections}", file=sys.stderr)
+            target = "bare" if config == "bare" else "service"
+            name = f"{config} {mode} @{connections}"
+            result = _measure(name, target, pid, port, mode, options, workdir, connections=connections)
+            points.append(_point(config, round_number, result))
+    return points
+
+
+def measure_rounds(options: argparse.Namespace, workdir: Path, shipped_database: str) -> list[Point]:
+    points: list[Point] = []
+    modes = {"single": options.single_connections, "batch": options.batch_connections}
+    with DevBroker(free_port(), log_path=workdir / "broker.log") as broker:
+        options.broker_pid = broker.pid
+        for round_number in range(options.rounds):
+            for config in options.configs:
+                if config == "bare":
+                    port = free_port()
+                    bare_env = {**os.environ, "PYTHONPATH": str(ROOT)}
+                    bare = [PYTHON, "-m", "uvicorn", "bench.bare_app:app", "--port", str(port),
+                            "--workers", str(WORKERS), "--log-level", "warning", "--no-access-log"]  # fmt: skip
+                    with _process(bare, bare_env, port, workdir / "bare.log", "/openapi.json") as pid:
+                        points += _sweep(
+                            config, round_number, pid, port, options, workdir, {"single": modes["single"]}
+                        )
+                    continue
+                if config == "shipped":
+                    database, settings = shipped_database, SHIPPED
+                else:
+                    database = f"sqlite:///{workdir / f'defaults-{round_number}.db'}"
+                    migrations.upgrade(database)
+                    settings = {}
+                port = free_port()
+                env = _service_env(broker.bootstrap, database, port, WORKERS, **settings)
+                env["DATA_DIR"] = str(workdir / f"data-{config}-{round_number}")
+                with _process([PYTHON, "-m", "app"], env, port, workdir / f"service-{config}.log") as pid:
+                    # The development broker acknowledges slowly for its first seconds after topics
+                    # are created, and a fresh process warms up: not measured.
+                    _wrk(port, "/v1/events/attempts", "single", 1, options.settle, 4, 0, workdir)
+                    points += _sweep(config, round_number, pid, port, options, workdir, modes)
+    return points
+
+
+def soak(options: argparse.Namespace, workdir: Path) -> list[tuple[float, float]]:
+    """(seconds, mean RSS per worker in MB) over `options.soak` seconds of batches at the maximum
+    rate, the embedded defaults (one worker, memory idempotency store)."""
+    samples: list[tuple[float, float]] = []
+    with DevBroker(free_port(), log_path=workdir / "soak-broker.log") as broker:
+        database = f"sqlite:///{workdir / 'soak.db'}"
+        migrations.upgrade(database)
+        port = free_port()
+        env = _service_env(broker.bootstrap, database, port, 1)
+        env["DATA_DIR"] = str(workdir / "data-soak")
+        with _process([PYTHON, "-m", "app"], env, port, workdir / "service-soak.log") as pid:
+            samples.append((0.0, _rss_mb(pid)))
+            started = time.monotonic()
+            step = 10.0
+            print(f"… soak: batches at the maximum rate for {options.soak:g} s", file=sys.stderr)
+            while (elapsed := time.monotonic() - started) < options.soak:
+                seconds = min(step, options.soak - elapsed)
+                _wrk(port, "/v1/events/batch", "batch", 100, seconds, 32, 0, workdir)
+                samples.append((round(time.monotonic() - started, 1), _rss_mb(pid)))
+    return samples
+
+
+Key = tuple[str, str, int]
+
+
+def medians(points: list[Point]) -> dict[Key, dict[str, float]]:
+    """Per (config, mode, connections): the median of each figure over the rounds."""
+    grouped: dict[Key, list[Point]] = {}
+    for point in points:
+        grouped.setdefault((point.config, point.mode, point.connections), []).append(point)
+    return {
+        key: {
+            "events_per_s": statistics.median(p.events_per_s for p in group),
+            "requests_per_s": statistics.median(p.requests_per_s for p in group),
+            "p50_ms": statistics.median(p.p50_ms for p in group),
+            "p99_ms": statistics.median(p.p99_ms for p in group),
+            "min_events_per_s": min(p.events_per_s for p in group),
+            "max_events_per_s": max(p.events_per_s for p in group),
+            "rounds": len(group),
+        }
+        for key, group in grouped.items()
+    }
+
+
+def verdicts(
+    table: dict[Key, dict[str, float]], rss: list[tuple[float, float]], options: argparse.Namespace
+) -> list[tuple[str, str, str, bool]]:
+    """(target, configuration, reached, met) for every target that was measured."""
+    rows: list[tuple[str, str, str, bool]] = []
+    low, high = min(options.single_connections), max(options.single_connections)
+    for config in (c for c in options.configs if c != "bare"):
+        batch = table.get((config, "batch", 32))
+        if batch:
+            reached = f"{batch['events_per_s']:,.0f} events/s"
+            rows.append(("batches of 100, 32 conns: >= 100,000 events/s", config, reached,
+                         batch["events_per_s"] >= BATCH_EVENTS_TARGET))  # fmt: skip
+        single, bare = table.get((config, "single", high)), table.get(("bare", "single", high))
+        if single and bare:
+            ratio = single["requests_per_s"] / max(1.0, bare["requests_per_s"])
+            reached = f"{ratio:.2f} ({single['requests_per_s']:,.0f} / {bare['requests_per_s']:,.0f} req/s)"
+            rows.append((f"single, {high} conns: >= 0.6 of bare FastAPI", config, reached,
+                         ratio >= SINGLE_RATIO_TARGET))  # fmt: skip
+        single = table.get((config, "single", 32 if 32 in options.single_connections else low))
+        if single:
+            reached = f"p50 {single['p50_ms']:.1f} / p99 {single['p99_ms']:.1f} ms"
+            met = single["p50_ms"] <= SINGLE_P50_TARGET_MS and single["p99_ms"] <= SINGLE_P99_TARGET_MS
+            rows.append(("single, 32 conns: p50 <= 5 ms, p99 <= 20 ms", config, reached, met))
+    if rss:
+        final = rss[-1][1]
+        reached = f"{final:.0f} MB after {rss[-1][0]:.0f} s (idle {rss[0][1]:.0f} MB)"
+        rows.append(
+            ("RSS per worker after the soak <= 300 MB", "defaults, 1 worker", reached, final <= RSS_TARGET_MB)
+        )
+    return rows
+
+
+def print_report(
+    table: dict[Key, dict[str, float]], rows: list[tuple[str, str, str, bool]], options: argparse.Namespace
+) -> None:
+    print(
+        f"WORKERS={WORKERS}, medians of {options.rounds} rounds of {options.duration:g} s after "
+        f"{options.warmup:g} s of warm-up (min-max of events/s in brackets)"
+    )
+    header = f"{'configuration':10} {'mode':6} {'conns':>5} {'events/s':>22} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7}"
+    print(header)
+    print("-" * len(header))
+    for (config, mode, connections), figures in sorted(table.items()):
+        spread = f"{figures['events_per_s']:,.0f} ({figures['min_events_per_s']:,.0f}-{figures['max_events_per_s']:,.0f})"
+        print(
+            f"{config:10} {mode:6} {connections:5d} {spread:>22} {figures['requests_per_s']:8,.0f} "
+            f"{figures['p50_ms']:7.2f} {figures['p99_ms']:7.2f}"
+        )
+    print()
+    for target, config, reached, met in rows:
+        print(f"{target:48} {config:20} {reached:42} {'met' if met else 'NOT met'}")
+
+
+def plot(
+    table: dict[Key, dict[str, float]],
+    rss: list[tuple[float, float]],
+    options: argparse.Namespace,
+    path: Path,
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: a file only
+    import matplotlib.pyplot as plt
+
+    figure, grid = plt.subplots(2, 2, figsize=(11, 8.5))
+    axes = list(grid.flat)
+    styles = {"defaults": "tab:blue", "shipped": "tab:orange", "bare": "tab:gray"}
+    for config in options.configs:
+        counts = [c for c in options.single_connections if (config, "single", c) in table]
+        if counts:
+            rates = [table[(config, "single", c)]["requests_per_s"] for c in counts]
+            axes[0].plot(counts, rates, marker="o", color=styles[config], label=config)
+            p50 = [table[(config, "single", c)]["p50_ms"] for c in counts]
+            p99 = [table[(config, "single", c)]["p99_ms"] for c in counts]
+            axes[1].plot(counts, p50, marker="o", color=styles[config], label=f"{config} p50")
+            axes[1].plot(counts, p99, marker="^", linestyle="--", color=styles[config], label=f"{config} p99")
+        counts = [c for c in options.batch_connections if (config, "batch", c) in table]
+        if counts:
+            rates = [table[(config, "batch", c)]["events_per_s"] for c in counts]
+            axes[2].plot(counts, rates, marker="o", color=styles[config], label=config)
+    axes[0].set(title="single events: requests/s", xlabel="connections", xscale="log")
+    axes[1].set(title="single events: latency (ms)", xlabel="connections", xscale="log", yscale="log")
+    axes[1].axhline(SINGLE_P50_TARGET_MS, color="green", linewidth=0.8)
+    axes[1].axhline(SINGLE_P99_TARGET_MS, color="red", linewidth=0.8)
+    axes[2].set(title="batches of 100: events/s", xlabel="connections", xscale="log")
+    axes[2].axhline(BATCH_EVENTS_TARGET, color="green", linewidth=0.8)
+    axes[3].plot([t for t, _ in rss], [mb for _, mb in rss], marker=".", color=styles["defaults"])
+    axes[3].axhline(RSS_TARGET_MB, color="red", linewidth=0.8)
+    axes[3].set(title="soak, defaults, 1 worker: RSS (MB)", xlabel="seconds of batches", ylim=(0, None))
+    axes[3].grid(alpha=0.3)
+    for axis, counts in zip(
+        axes[:3], [options.single_connections] * 2 + [options.batch_connections], strict=True
+    ):
+        axis.set_xticks(counts, [str(count) for count in counts])
+        axis.minorticks_off()
+        axis.legend(fontsize="small")
+        axis.grid(alpha=0.3)
+    figure.suptitle(
+        f"event-ingest, WORKERS={WORKERS}, medians of {options.rounds} rounds ({datetime.now(UTC):%Y-%m-%d})"
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def _counts(text: str) -> list[int]:
+    return [int(each) for each in text.split(",") if each]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", 3)))
+    parser.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_DURATION", 6)))
+    parser.add_argument("--warmup", type=float, default=float(os.environ.get("BENCH_WARMUP", 2)))
+    parser.add_argument("--settle", type=float, default=float(os.environ.get("BENCH_SETTLE", 8)))
+    parser.add_argument("--single-connections", type=_counts, default=_counts("8,32,128,256"))
+    parser.add_argument("--batch-connections", type=_counts, default=_counts("8,32,128"))
+    parser.add_argument(
+        "--configs", type=lambda text: text.split(","), default=["defaults", "shipped", "bare"]
+    )
+    parser.add_argument("--soak", type=float, default=float(os.environ.get("BENCH_SOAK", 300)),
+                        help="seconds of the memory soak (0 skips it)")  # fmt: skip
+    options = parser.parse_args()
+    stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    with tempfile.TemporaryDirectory(prefix="bench-targets-") as tmp:
+        workdir = Path(tmp)
+        with ingest_database() as shipped_database:
+            points = measure_rounds(options, workdir, shipped_database) if options.rounds else []
+        rss = soak(options, workdir) if options.soak > 0 else []
+    table = medians(points)
+    rows = verdicts(table, rss, options)
+    print_report(table, rows, options)
+    results = ROOT / "bench" / "results"
+    picture = results / f"targets-{stamp}.png"
+    plot(table, rss, options, picture)
+    document: dict[str, Any] = {
+        "options": {key: value for key, value in vars(options).items() if key != "broker_pid"},
+        "points": [asdict(point) for point in points],
+        "medians": [{"config": c, "mode": m, "connections": n, **f} for (c, m, n), f in table.items()],
+        "rss_soak": rss,
+        "targets": [{"target": t, "config": c, "reached": r, "met": met} for t, c, r, met in rows],
+    }
+    (results / f"targets-{stamp}.json").write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+    print(f"\nwritten to bench/results/targets-{stamp}.json and {picture.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
