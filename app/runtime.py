@@ -403,7 +403,7 @@ class Runtime:
         await self.relay.stop()
         left = await self.producer.close(self.settings.shutdown_flush_timeout.total_seconds())
         self.engine.dispose()
-        self.ingest.idempotency.close()
+        await self.ingest.idempotency.close()
         await asyncio.to_thread(self.tracing.shutdown)
         return left
 

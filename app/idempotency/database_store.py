@@ -1,6 +1,7 @@
 """Seen keys in the `idempotency_keys` table: shared by every worker and instance using the database.
 
-A request's keys cost one transaction to reserve and one to settle, whatever their number: a
+The reservations and settlements of a worker's concurrent requests share transactions (group
+commit), whatever their number of keys: the settlements' updates and deletes, then a
 multi-row insert that skips keys already there (and says which it inserted), one locking read of
 those, and the group semantics worked out in memory. The statements go to the driver as they are
 (SQLite and PostgreSQL each have their own): SQLAlchemy's per-row parameter and JSON processing
@@ -15,7 +16,9 @@ the spool's commits stay durable.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -23,7 +26,10 @@ import orjson
 from sqlalchemy import Connection, Engine
 
 from app.database.engine import create_database_engine
+from app.database.group_commit import GroupCommit
 from app.idempotency.store import KeyGroup, Known, StoredResult, assign_groups
+
+logger = logging.getLogger(__name__)
 
 CLASSIFY_ROUNDS = 5  # insert-or-read rounds before giving up on keys released and re-taken meanwhile
 ROWS_PER_STATEMENT = 2000  # SQLite allows 32,766 parameters in one statement; three a row here
@@ -168,8 +174,25 @@ class _PostgresStatements:
         return int(deleted.rowcount)
 
 
+@dataclass(frozen=True, slots=True)
+class _Settle:
+    completed: Mapping[str, StoredResult]
+    released: Sequence[str]
+
+
+_Operation = Sequence[KeyGroup] | _Settle  # a request's reservation, or its settlement
+
+
 class DatabaseIdempotencyStore:
-    """`IdempotencyStore` on the `idempotency_keys` table (SQLite or PostgreSQL)."""
+    """`IdempotencyStore` on the `idempotency_keys` table (SQLite or PostgreSQL).
+
+    A worker's reservations and settlements go through one queue with group commit: those
+    arriving while a transaction is written go together in the next one (settlements first), so
+    concurrent requests share transactions instead of queueing for the database one by one.
+    A settlement that only stores final answers is not waited for (the request's answer does not
+    depend on it; later requests of this worker are queued behind it); one that releases keys is,
+    so a retry after a refusal, on any worker, finds the key free.
+    """
 
     def __init__(self, engine: Engine, window: timedelta) -> None:
         self._engine = engine
@@ -181,40 +204,83 @@ class DatabaseIdempotencyStore:
             self._sql = _PostgresStatements()
         else:
             raise ValueError(f"the database idempotency store supports SQLite and PostgreSQL, not {dialect}")
+        self._commits: GroupCommit[_Operation, list[Known | None]] = GroupCommit(
+            self._write, "idempotency-writer"
+        )
 
     @classmethod
     def for_database(cls, url: str, window: timedelta) -> DatabaseIdempotencyStore:
         """The store on an engine of its own whose commits do not wait for the disk."""
         return cls(create_database_engine(url, durable=False), window)
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        await self._commits.drain()  # final answers not yet written
         self._engine.dispose()
 
     async def reserve(self, groups: Sequence[KeyGroup]) -> list[Known | None]:
         if not any(groups):
             return [None for _ in groups]
-        return await asyncio.to_thread(self._reserve_all, groups)
+        return await self._commits.submit(groups)
 
-    def _reserve_all(self, groups: Sequence[KeyGroup]) -> list[Known | None]:
+    async def settle(self, completed: Mapping[str, StoredResult], released: Sequence[str]) -> None:
+        if not completed and not released:
+            return
+        written = self._commits.submit(_Settle(dict(completed), list(released)))
+        if released:
+            await written
+        else:
+            written.add_done_callback(_log_failure)
+
+    def _write(self, operations: Sequence[_Operation]) -> list[list[Known | None]]:
+        """One transaction: the settlements, merged, then every reservation, in order."""
+        completed: dict[str, StoredResult] = {}
+        released: set[str] = set()
+        groups: list[KeyGroup] = []
+        for operation in operations:
+            if isinstance(operation, _Settle):
+                for key, result in operation.completed.items():
+                    completed[key] = result
+                    released.discard(key)
+                for key in operation.released:
+                    released.add(key)
+                    completed.pop(key, None)
+            else:
+                groups.extend(operation)
+        with self._engine.begin() as connection:
+            if completed:
+                rows = [(key, orjson.dumps(result).decode()) for key, result in completed.items()]
+                self._sql.update(connection, rows, None)
+            if released:
+                self._sql.delete(connection, list(released))
+            answers = self._reserve_all(connection, groups) if groups else []
+        split: list[list[Known | None]] = []
+        for operation in operations:
+            if isinstance(operation, _Settle):
+                split.append([])
+            else:
+                split.append(answers[: len(operation)])
+                answers = answers[len(operation) :]
+        return split
+
+    def _reserve_all(self, connection: Connection, groups: Sequence[KeyGroup]) -> list[Known | None]:
         now = datetime.now(UTC)
         expires = now + self._window
         first: dict[str, StoredResult] = {}  # each key with the provisional answer of its first use
         for group in groups:
             for key, provisional in group:
                 first.setdefault(key, provisional)
-        with self._engine.begin() as connection:
-            ours, live, taken_over = self._classify(connection, first, expires, now)
-            answers, assigned = assign_groups(groups, live)
-            stale = [key for key in ours if key not in assigned]
-            if stale:  # reserved by this call, then not needed: as if never reserved
-                self._sql.delete(connection, stale)
-            changed = [
-                (key, orjson.dumps(result).decode())
-                for key, result in assigned.items()
-                if key in ours and (result is not first[key] or key in taken_over)
-            ]
-            if changed:  # taken over, or assigned to a later use than the first
-                self._sql.update(connection, changed, expires)
+        ours, live, taken_over = self._classify(connection, first, expires, now)
+        answers, assigned = assign_groups(groups, live)
+        stale = [key for key in ours if key not in assigned]
+        if stale:  # reserved by this call, then not needed: as if never reserved
+            self._sql.delete(connection, stale)
+        changed = [
+            (key, orjson.dumps(result).decode())
+            for key, result in assigned.items()
+            if key in ours and (result is not first[key] or key in taken_over)
+        ]
+        if changed:  # taken over, or assigned to a later use than the first
+            self._sql.update(connection, changed, expires)
         return answers
 
     def _classify(
@@ -245,21 +311,16 @@ class DatabaseIdempotencyStore:
                 return ours, live, taken_over
         raise RuntimeError(f"idempotency keys kept changing under this request: {pending[:3]}")
 
-    async def settle(self, completed: Mapping[str, StoredResult], released: Sequence[str]) -> None:
-        if completed or released:
-            await asyncio.to_thread(self._settle, dict(completed), list(released))
-
-    def _settle(self, completed: dict[str, StoredResult], released: list[str]) -> None:
-        with self._engine.begin() as connection:
-            if completed:
-                rows = [(key, orjson.dumps(result).decode()) for key, result in completed.items()]
-                self._sql.update(connection, rows, None)
-            if released:
-                self._sql.delete(connection, released)
-
     async def purge_expired(self) -> int:
         return await asyncio.to_thread(self._purge_expired)
 
     def _purge_expired(self) -> int:
         with self._engine.begin() as connection:
             return self._sql.delete_expired(connection, datetime.now(UTC))
+
+
+def _log_failure(written: asyncio.Future[list[Known | None]]) -> None:
+    """A settlement nobody waits for: its failure is logged (its keys keep their provisional
+    answer, so a repeat is still answered duplicate, until the window ends)."""
+    if not written.cancelled() and written.exception() is not None:
+        logger.warning("idempotency answers not stored", extra={"error": str(written.exception())})

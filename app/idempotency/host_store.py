@@ -148,7 +148,7 @@ class HostIdempotencyStore:
         with self._environment.begin(write=True) as txn:
             return self._trim(txn, self._clock(), budget)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Nothing to release: the LMDB environment is the process's, shared by its stores."""
 
     def _trim(self, txn: lmdb.Transaction, now: float, budget: int) -> int:

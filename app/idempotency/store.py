@@ -39,8 +39,8 @@ class IdempotencyStore(Protocol):
         service frees them too); how many."""
         ...
 
-    def close(self) -> None:
-        """Release what the store holds (its connections) at shutdown."""
+    async def close(self) -> None:
+        """At shutdown: write what is pending, release what the store holds (its connections)."""
         ...
 
 
@@ -130,5 +130,5 @@ class MemoryIdempotencyStore:
             purged += 1
         return purged
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self._entries.clear()

@@ -7,14 +7,13 @@ import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
+from app.database.group_commit import GroupCommit
 from app.spool.store import NewRecord, SpoolStats, SpoolStore
 
 # The table is counted before a write only when the cached depth is within this share of
 # SPOOL_MAX_RECORDS: the cache lags other workers' writes by up to a relay round, and counting a
 # deep spool on every write is what slowed spooling during an outage.
 COUNT_ABOVE_SHARE = 0.9
-
-Pending = tuple[Sequence[NewRecord], "asyncio.Future[None]"]
 
 
 class Spool:
@@ -25,8 +24,9 @@ class Spool:
         self.stats = SpoolStats(depth=0, oldest=None)
         self._on_added = on_added
         self.added = asyncio.Event()  # wakes the relay
-        self._pending: list[Pending] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._commits: GroupCommit[Sequence[NewRecord], bool] = GroupCommit(
+            self._write, "spool-writer", self._written
+        )
         self._added_total = 0  # records this process has spooled, ever (see refresh)
 
     async def add(self, records: Sequence[NewRecord]) -> None:
@@ -38,42 +38,24 @@ class Spool:
         """
         if not records:
             return
-        written = asyncio.get_running_loop().create_future()
-        self._pending.append((records, written))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_pending(), name="spool-writer")
-        await written
+        if not await self._commits.submit(records):
+            raise self.store.full_error(None)
 
-    async def _write_pending(self) -> None:
-        while self._pending:
-            group, self._pending = self._pending, []
-            incoming = sum(len(records) for records in group)
-            depth = self.stats.depth
-            known = depth if depth + incoming <= self.store.max_records * COUNT_ABOVE_SHARE else None
-            try:
-                outcomes = await asyncio.to_thread(
-                    self.store.add_groups, [records for records, _ in group], known
-                )
-            except Exception as error:  # the database failed: every request of the group learns it
-                for _, written in group:
-                    if not written.done():
-                        written.set_exception(error)
-                continue
-            added = 0
-            for (records, written), stored in zip(group, outcomes, strict=True):
-                added += len(records) if stored else 0
-                if written.done():  # its request was cancelled meanwhile
-                    continue
-                if stored:
-                    written.set_result(None)
-                else:
-                    written.set_exception(self.store.full_error(None))
-            if added:
-                self._added_total += added
-                self.stats = SpoolStats(self.stats.depth + added, self.stats.oldest or datetime.now(UTC))
-                if self._on_added is not None:
-                    self._on_added(added)
-                self.added.set()
+    def _write(self, batch: Sequence[Sequence[NewRecord]]) -> list[bool]:
+        """One transaction for the requests' records (in a thread); whether each request's went in."""
+        incoming = sum(len(records) for records in batch)
+        depth = self.stats.depth
+        known = depth if depth + incoming <= self.store.max_records * COUNT_ABOVE_SHARE else None
+        return self.store.add_groups(batch, known)
+
+    def _written(self, batch: Sequence[Sequence[NewRecord]], stored: Sequence[bool]) -> None:
+        added = sum(len(records) for records, went_in in zip(batch, stored, strict=True) if went_in)
+        if added:
+            self._added_total += added
+            self.stats = SpoolStats(self.stats.depth + added, self.stats.oldest or datetime.now(UTC))
+            if self._on_added is not None:
+                self._on_added(added)
+            self.added.set()
 
     def removed(self, count: int) -> None:
         """The relay delivered `count` records (the oldest age is known again at the next refresh)."""

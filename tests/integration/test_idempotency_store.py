@@ -75,6 +75,16 @@ async def test_settle_completes_and_releases(make_store: StoreFactory) -> None:
     assert answers == [(0, {"event_id": "final"}), None]
 
 
+async def test_a_later_request_sees_final_answers_not_yet_waited_for(make_store: StoreFactory) -> None:
+    """The database store writes final answers behind the request (nothing releases here, so
+    settle does not wait); a later request of the same worker still finds them."""
+    store = make_store()
+    await store.reserve([_group("k")])
+    await store.settle({"k": {"event_id": "final"}}, [])
+    assert await store.reserve([_group("k", answer="repeat")]) == [(0, {"event_id": "final"})]
+    await store.close()
+
+
 async def test_an_expired_key_is_taken_over(make_store: StoreFactory) -> None:
     store = make_store(window=timedelta(seconds=-1))  # everything reserved is expired at once
     assert await store.reserve([_group("old")]) == [None]
@@ -89,7 +99,19 @@ async def test_a_request_of_a_hundred_keys_is_one_transaction(engine: Engine) ->
     assert await store.reserve(groups) == [None] * 100
     assert len(commits) == 1
     await store.settle({f"attempt-{n}": {"event_id": "done"} for n in range(100)}, [])
+    await store.close()  # the final answers are written behind the request: wait for them
     assert len(commits) == 2
+
+
+async def test_concurrent_requests_share_transactions(engine: Engine) -> None:
+    """Group commit: reservations arriving while one transaction is written go in the next one."""
+    store = DatabaseIdempotencyStore(engine, timedelta(hours=1))
+    commits: list[Any] = []
+    event.listen(engine, "commit", lambda connection: commits.append(connection))
+    answers = await asyncio.gather(*(store.reserve([_group(f"c-{n}"), _group("shared")]) for n in range(20)))
+    assert answers[0] == [None, None]
+    assert all(later == [None, (0, {"event_id": "first-shared"})] for later in answers[1:])
+    assert len(commits) <= 2  # the first request alone, then the nineteen others together
 
 
 def _reserve_in_another_process(directory: Path, key: str) -> None:
