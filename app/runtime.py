@@ -23,7 +23,8 @@ from app.event_types.store import EventTypeConflictError, EventTypeStore
 from app.events.time_window import EventTimeWindow
 from app.idempotency.database_store import DatabaseIdempotencyStore
 from app.idempotency.host_store import HostIdempotencyStore
-from app.idempotency.store import IdempotencyStore, MemoryIdempotencyStore
+from app.idempotency.memory_store import MemoryIdempotencyStore
+from app.idempotency.store import IdempotencyStore
 from app.ingest.service import IngestService
 from app.observability.publisher_metrics import PublisherMetrics
 from app.observability.service_view import REPORT_INTERVAL_SECONDS, WorkerReports, multiprocess_directory

@@ -1,4 +1,4 @@
-"""What every idempotency store does, and the memory store (one process). The others: a file the
+"""What every idempotency store does. The stores: one process's memory (memory_store.py), a file the
 workers of a host share (host_store.py) and the database, shared by every instance (database_store.py).
 
 A key is reserved before its event is published, so two concurrent copies cannot both publish;
@@ -8,10 +8,7 @@ after a 429/503 is processed, not answered as a duplicate).
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from datetime import timedelta
 from typing import Any, Protocol
 
 StoredResult = dict[str, Any]
@@ -83,52 +80,3 @@ def assign_groups(
         assigned.pop(key, None)
 
     return reserve_groups(groups, take, give_back), assigned
-
-
-class MemoryIdempotencyStore:
-    """Bounded LRU of keys with expiry; per process (each worker has its own)."""
-
-    def __init__(self, window: timedelta, max_keys: int) -> None:
-        self._window = window.total_seconds()
-        self._max_keys = max_keys
-        self._entries: OrderedDict[str, tuple[float, StoredResult]] = OrderedDict()
-
-    async def reserve(self, groups: Sequence[KeyGroup]) -> list[Known | None]:
-        answers = reserve_groups(groups, self._reserve, self._release)
-        while len(self._entries) > self._max_keys:
-            self._entries.popitem(last=False)
-        return answers
-
-    def _reserve(self, key: str, provisional: StoredResult) -> StoredResult | None:
-        now = time.monotonic()
-        found = self._entries.get(key)
-        if found is not None and found[0] > now:
-            return found[1]
-        self._entries[key] = (now + self._window, provisional)
-        self._entries.move_to_end(key)
-        return None
-
-    def _release(self, key: str) -> None:
-        self._entries.pop(key, None)
-
-    async def settle(self, completed: Mapping[str, StoredResult], released: Sequence[str]) -> None:
-        expires = time.monotonic() + self._window
-        for key, result in completed.items():
-            self._entries[key] = (expires, result)
-        for key in released:
-            self._release(key)
-
-    async def purge_expired(self) -> int:
-        # Least recently reserved first: stop at the first key still in its window.
-        now = time.monotonic()
-        purged = 0
-        while self._entries:
-            key, (expires, _) = next(iter(self._entries.items()))
-            if expires > now:
-                break
-            del self._entries[key]
-            purged += 1
-        return purged
-
-    async def close(self) -> None:
-        self._entries.clear()

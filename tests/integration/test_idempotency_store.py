@@ -17,7 +17,8 @@ from sqlalchemy import Engine, event
 from app.database.engine import create_database_engine
 from app.idempotency.database_store import DatabaseIdempotencyStore
 from app.idempotency.host_store import HostIdempotencyStore
-from app.idempotency.store import IdempotencyStore, KeyGroup, MemoryIdempotencyStore
+from app.idempotency.memory_store import MemoryIdempotencyStore
+from app.idempotency.store import IdempotencyStore, KeyGroup
 
 pytestmark = pytest.mark.integration
 
