@@ -59,12 +59,14 @@ class Point:
     errors: int
     rss_load_mb: float | None
     cores_service: float | None
+    cores_broker: float | None
 
 
 def _point(config: str, round_number: int, result: Result) -> Point:
     return Point(
         config, result.mode, result.connections, round_number, result.events_per_s, result.requests_per_s,
         result.p50_ms, result.p99_ms, result.errors, result.rss_load_mb, result.cores_service,
+        result.cores_broker,
     )  # fmt: skip
 
 
@@ -107,10 +109,10 @@ def measure_rounds(options: argparse.Namespace, workdir: Path, shipped_database:
                     continue
                 if config == "shipped":
                     database, settings = shipped_database, SHIPPED
-                else:
-                    database = f"sqlite:///{workdir / f'defaults-{round_number}.db'}"
+                else:  # the defaults, or a variant of them
+                    database = f"sqlite:///{workdir / f'{config}-{round_number}.db'}"
                     migrations.upgrade(database)
-                    settings = {}
+                    settings = options.variants.get(config, {})
                 port = free_port()
                 env = _service_env(broker.bootstrap, database, port, WORKERS, **settings)
                 env["DATA_DIR"] = str(workdir / f"data-{config}-{round_number}")
@@ -122,10 +124,10 @@ def measure_rounds(options: argparse.Namespace, workdir: Path, shipped_database:
     return points
 
 
-def soak(options: argparse.Namespace, workdir: Path) -> list[tuple[float, float]]:
-    """(seconds, mean RSS per worker in MB) over `options.soak` seconds of batches at the maximum
-    rate, the embedded defaults (one worker, memory idempotency store)."""
-    samples: list[tuple[float, float]] = []
+def soak(options: argparse.Namespace, workdir: Path) -> list[tuple[float, float, float]]:
+    """(seconds, mean RSS per worker in MB, events/s of the last step) over `options.soak` seconds
+    of batches at the maximum rate, the embedded defaults (one worker, memory idempotency store)."""
+    samples: list[tuple[float, float, float]] = []
     with DevBroker(free_port(), log_path=workdir / "soak-broker.log") as broker:
         database = f"sqlite:///{workdir / 'soak.db'}"
         migrations.upgrade(database)
@@ -133,14 +135,15 @@ def soak(options: argparse.Namespace, workdir: Path) -> list[tuple[float, float]
         env = _service_env(broker.bootstrap, database, port, 1)
         env["DATA_DIR"] = str(workdir / "data-soak")
         with _process([PYTHON, "-m", "app"], env, port, workdir / "service-soak.log") as pid:
-            samples.append((0.0, _rss_mb(pid)))
+            samples.append((0.0, _rss_mb(pid), 0.0))
             started = time.monotonic()
             step = 10.0
             print(f"… soak: batches at the maximum rate for {options.soak:g} s", file=sys.stderr)
             while (elapsed := time.monotonic() - started) < options.soak:
                 seconds = min(step, options.soak - elapsed)
-                _wrk(port, "/v1/events/batch", "batch", 100, seconds, 32, 0, workdir)
-                samples.append((round(time.monotonic() - started, 1), _rss_mb(pid)))
+                result = _wrk(port, "/v1/events/batch", "batch", 100, seconds, 32, 0, workdir)
+                rate = round(result["requests"] * 100 / (result["duration_us"] / 1e6))
+                samples.append((round(time.monotonic() - started, 1), _rss_mb(pid), rate))
     return samples
 
 
@@ -158,6 +161,7 @@ def medians(points: list[Point]) -> dict[Key, dict[str, float]]:
             "requests_per_s": statistics.median(p.requests_per_s for p in group),
             "p50_ms": statistics.median(p.p50_ms for p in group),
             "p99_ms": statistics.median(p.p99_ms for p in group),
+            "cores_broker": statistics.median(p.cores_broker or 0.0 for p in group),
             "min_events_per_s": min(p.events_per_s for p in group),
             "max_events_per_s": max(p.events_per_s for p in group),
             "rounds": len(group),
@@ -167,7 +171,7 @@ def medians(points: list[Point]) -> dict[Key, dict[str, float]]:
 
 
 def verdicts(
-    table: dict[Key, dict[str, float]], rss: list[tuple[float, float]], options: argparse.Namespace
+    table: dict[Key, dict[str, float]], rss: list[tuple[float, float, float]], options: argparse.Namespace
 ) -> list[tuple[str, str, str, bool]]:
     """(target, configuration, reached, met) for every target that was measured."""
     rows: list[tuple[str, str, str, bool]] = []
@@ -191,7 +195,8 @@ def verdicts(
             rows.append(("single, 32 conns: p50 <= 5 ms, p99 <= 20 ms", config, reached, met))
     if rss:
         final = rss[-1][1]
-        reached = f"{final:.0f} MB after {rss[-1][0]:.0f} s (idle {rss[0][1]:.0f} MB)"
+        rate = statistics.median(each[2] for each in rss[1:])
+        reached = f"{final:.0f} MB after {rss[-1][0]:.0f} s at {rate:,.0f} events/s (idle {rss[0][1]:.0f} MB)"
         rows.append(
             ("RSS per worker after the soak <= 300 MB", "defaults, 1 worker", reached, final <= RSS_TARGET_MB)
         )
@@ -205,14 +210,14 @@ def print_report(
         f"WORKERS={WORKERS}, medians of {options.rounds} rounds of {options.duration:g} s after "
         f"{options.warmup:g} s of warm-up (min-max of events/s in brackets)"
     )
-    header = f"{'configuration':10} {'mode':6} {'conns':>5} {'events/s':>22} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7}"
+    header = f"{'configuration':10} {'mode':6} {'conns':>5} {'events/s':>22} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'broker cores':>12}"
     print(header)
     print("-" * len(header))
     for (config, mode, connections), figures in sorted(table.items()):
         spread = f"{figures['events_per_s']:,.0f} ({figures['min_events_per_s']:,.0f}-{figures['max_events_per_s']:,.0f})"
         print(
             f"{config:10} {mode:6} {connections:5d} {spread:>22} {figures['requests_per_s']:8,.0f} "
-            f"{figures['p50_ms']:7.2f} {figures['p99_ms']:7.2f}"
+            f"{figures['p50_ms']:7.2f} {figures['p99_ms']:7.2f} {figures['cores_broker']:12.2f}"
         )
     print()
     for target, config, reached, met in rows:
@@ -221,7 +226,7 @@ def print_report(
 
 def plot(
     table: dict[Key, dict[str, float]],
-    rss: list[tuple[float, float]],
+    rss: list[tuple[float, float, float]],
     options: argparse.Namespace,
     path: Path,
 ) -> None:
@@ -233,6 +238,10 @@ def plot(
     figure, grid = plt.subplots(2, 2, figsize=(11, 8.5))
     axes = list(grid.flat)
     styles = {"defaults": "tab:blue", "shipped": "tab:orange", "bare": "tab:gray"}
+    for name, color in zip(
+        options.variants, ["tab:green", "tab:purple", "tab:brown", "tab:pink"], strict=False
+    ):
+        styles[name] = color
     for config in options.configs:
         counts = [c for c in options.single_connections if (config, "single", c) in table]
         if counts:
@@ -252,7 +261,7 @@ def plot(
     axes[1].axhline(SINGLE_P99_TARGET_MS, color="red", linewidth=0.8)
     axes[2].set(title="batches of 100: events/s", xlabel="connections", xscale="log")
     axes[2].axhline(BATCH_EVENTS_TARGET, color="green", linewidth=0.8)
-    axes[3].plot([t for t, _ in rss], [mb for _, mb in rss], marker=".", color=styles["defaults"])
+    axes[3].plot([each[0] for each in rss], [each[1] for each in rss], marker=".", color=styles["defaults"])
     axes[3].axhline(RSS_TARGET_MB, color="red", linewidth=0.8)
     axes[3].set(title="soak, defaults, 1 worker: RSS (MB)", xlabel="seconds of batches", ylim=(0, None))
     axes[3].grid(alpha=0.3)
@@ -261,7 +270,8 @@ def plot(
     ):
         axis.set_xticks(counts, [str(count) for count in counts])
         axis.minorticks_off()
-        axis.legend(fontsize="small")
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize="small")
         axis.grid(alpha=0.3)
     figure.suptitle(
         f"event-ingest, WORKERS={WORKERS}, medians of {options.rounds} rounds ({datetime.now(UTC):%Y-%m-%d})"
@@ -269,6 +279,11 @@ def plot(
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
+
+
+def _variant(text: str) -> tuple[str, dict[str, str]]:
+    name, _, settings = text.partition(":")
+    return name, dict(setting.split("=", 1) for setting in settings.split(",") if setting)
 
 
 def _counts(text: str) -> list[int]:
@@ -288,7 +303,17 @@ def main() -> None:
     )
     parser.add_argument("--soak", type=float, default=float(os.environ.get("BENCH_SOAK", 300)),
                         help="seconds of the memory soak (0 skips it)")  # fmt: skip
+    parser.add_argument(
+        "--variant",
+        type=_variant,
+        action="append",
+        default=[],
+        metavar="NAME:SETTING=VALUE,...",
+        help="the defaults with other settings, measured as one more configuration (repeatable)",
+    )
     options = parser.parse_args()
+    options.variants = dict(options.variant)
+    options.configs += [name for name in options.variants if name not in options.configs]
     stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     with tempfile.TemporaryDirectory(prefix="bench-targets-") as tmp:
         workdir = Path(tmp)
