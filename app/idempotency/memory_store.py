@@ -1,15 +1,16 @@
 """The memory store: one process's keys (the default with one worker), kept compact.
 
 It holds up to IDEMPOTENCY_MAX_KEYS keys (a million by default) in the worker's heap, so each key's
-size is the worker's memory under sustained load. A key is kept as its 16-byte BLAKE2b digest (as
-the host store does) and its answer as a few packed bytes: the event id as 16 bytes, the status
-and the topic list as indexes into small tables of the values seen (there are only a few of each).
-Plain Python objects (a str key, a tuple with a float and a dict of three entries, an ordered dict's
-links) took ~0.6 KB a key; this takes ~0.2 KB. Answers of another shape are kept as JSON.
+size is the worker's memory under sustained load. A key is kept as its 12-byte BLAKE2b digest and
+its answer as a few packed bytes: the event id as 16 bytes, the status and the topic list as
+indexes into small tables of the values seen (there are only a few of each). Plain Python objects
+(a str key, a tuple with a float and a dict of three entries, an ordered dict's links) took
+~0.6 KB a key; this takes ~0.17 KB, also while keys come and go at the bound (see `_compact`).
+Answers of another shape are kept as JSON.
 
 Keys leave in arrival order (the oldest first: over the bound, or expired), through a queue of
-references beside the dict; a key the dict no longer holds (released) is skipped when it reaches
-the front. A key taken over after its window first goes with the expired keys that arrived
+references beside the dicts; a key no longer held (released) is skipped when it reaches the
+front. A key taken over after its window first goes with the expired keys that arrived
 before it, then arrives again.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import sys
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -32,10 +34,15 @@ _UUID_ID, _HAS_STATUS, _HAS_TOPICS, _JSON = 1, 2, 4, 8
 _COMMON = _UUID_ID | _HAS_STATUS | _HAS_TOPICS
 _ANSWER_KEYS = frozenset(("event_id", "status", "topics"))
 _MAX_STATUSES = 255
+SHARDS = 64
+COMPACT_FROM_KEYS = 1024
+COMPACT_ABOVE_BYTES_PER_KEY = 60  # a freshly copied dict takes ~40 bytes a key, one rebuilt ~80
 
 
 def _digest(key: str) -> bytes:
-    return hashlib.blake2b(key.encode(), digest_size=16).digest()
+    # 12 bytes: an object of 48 bytes where 16 take 64 (objects are allocated in steps of 16);
+    # a collision among a million keys is a 10^-17 chance.
+    return hashlib.blake2b(key.encode(), digest_size=12).digest()
 
 
 class _AnswerCodec:
@@ -137,45 +144,71 @@ class MemoryIdempotencyStore:
     def __init__(self, window: timedelta, max_keys: int) -> None:
         self._window = window.total_seconds()
         self._max_keys = max_keys
-        self._entries: dict[bytes, bytes] = {}  # digest -> packed expiry and answer
+        # digest -> packed expiry and answer, in shards, each compacted now and then (see _compact).
+        self._shards: list[dict[bytes, bytes]] = [{} for _ in range(SHARDS)]
+        self._next_compacted = 0
         self._arrivals: deque[bytes] = deque()  # digests, oldest first (some stale: see module doc)
         self._codec = _AnswerCodec()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return sum(len(shard) for shard in self._shards)
+
+    def _shard(self, digest: bytes) -> dict[bytes, bytes]:
+        return self._shards[digest[0] % SHARDS]
 
     async def reserve(self, groups: Sequence[KeyGroup]) -> list[Known | None]:
         answers = reserve_groups(groups, self._reserve, self._release)
-        while len(self._entries) > self._max_keys:
-            self._entries.pop(self._arrivals.popleft(), None)
-        while self._arrivals and self._arrivals[0] not in self._entries:
+        excess = len(self) - self._max_keys
+        while excess > 0:
+            digest = self._arrivals.popleft()
+            if self._shard(digest).pop(digest, None) is not None:
+                excess -= 1
+        while self._arrivals and self._arrivals[0] not in self._shard(self._arrivals[0]):
             self._arrivals.popleft()  # released keys: their references go as soon as they reach the front
+        self._compact()
         return answers
+
+    def _compact(self) -> None:
+        """Copy one shard (in turn) whose table is far larger than its keys need.
+
+        When keys come and go at the bound, a dict's table fills with deleted slots, and CPython
+        then rebuilds it at three times the live keys: twice the size it had while growing
+        (~40 MB more for a million keys). A copy is sized for its keys alone. Small shards
+        (thousands of keys), so a copy is short and memory moves a little at a time.
+        """
+        index = self._next_compacted
+        self._next_compacted = (index + 1) % SHARDS
+        shard = self._shards[index]
+        if len(shard) > COMPACT_FROM_KEYS and sys.getsizeof(shard) > COMPACT_ABOVE_BYTES_PER_KEY * len(shard):
+            self._shards[index] = dict(shard)
 
     def _reserve(self, key: str, provisional: StoredResult) -> StoredResult | None:
         now = time.monotonic()
         digest = _digest(key)
-        found = self._entries.get(digest)
+        shard = self._shard(digest)
+        found = shard.get(digest)
         if found is not None:
             expires, answer = self._codec.decode(found)
             if expires > now:
                 return answer
             self._purge(now)  # the keys that arrived before it are expired too, and it goes with them
-            self._entries.pop(digest, None)  # taken over: it arrives again
-        self._entries[digest] = self._codec.encode(now + self._window, provisional)
+            shard.pop(digest, None)  # taken over: it arrives again
+        shard[digest] = self._codec.encode(now + self._window, provisional)
         self._arrivals.append(digest)
         return None
 
     def _release(self, key: str) -> None:
-        self._entries.pop(_digest(key), None)
+        digest = _digest(key)
+        self._shard(digest).pop(digest, None)
 
     async def settle(self, completed: Mapping[str, StoredResult], released: Sequence[str]) -> None:
         expires = time.monotonic() + self._window
         for key, result in completed.items():
             digest = _digest(key)
-            if digest not in self._entries:  # dropped over the bound meanwhile: arrives again
+            shard = self._shard(digest)
+            if digest not in shard:  # dropped over the bound meanwhile: arrives again
                 self._arrivals.append(digest)
-            self._entries[digest] = self._codec.encode(expires, result)
+            shard[digest] = self._codec.encode(expires, result)
         for key in released:
             self._release(key)
 
@@ -186,16 +219,18 @@ class MemoryIdempotencyStore:
         purged = 0
         while self._arrivals:
             digest = self._arrivals[0]
-            found = self._entries.get(digest)
+            shard = self._shard(digest)
+            found = shard.get(digest)
             if found is not None:
                 expires, _ = self._codec.decode(found)
                 if expires > now:
                     break  # the oldest arrival still in its window (or a later arrival of it)
-                del self._entries[digest]
+                del shard[digest]
                 purged += 1
             self._arrivals.popleft()
         return purged
 
     async def close(self) -> None:
-        self._entries.clear()
+        for shard in self._shards:
+            shard.clear()
         self._arrivals.clear()

@@ -4,9 +4,13 @@ oldest keys first, and released or taken-over keys do not upset that order."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from datetime import timedelta
 
+import pytest
+
+from app.idempotency import memory_store
 from app.idempotency.memory_store import MemoryIdempotencyStore
 from app.idempotency.store import StoredResult
 
@@ -62,3 +66,17 @@ async def test_expired_keys_are_taken_over_and_purged() -> None:
     assert len(store) == 1  # b, expired, went with a's first arrival when a was taken over
     assert await store.purge_expired() == 0
     assert await store.reserve([[("a", {"event_id": "third"})]]) == [(0, {"event_id": "second"})]
+
+
+async def test_shards_stay_compact_while_keys_come_and_go_at_the_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At the bound every new key evicts an old one: without the copies, CPython rebuilds each
+    dict at three times its keys and the tables double."""
+    monkeypatch.setattr(memory_store, "COMPACT_FROM_KEYS", 100)
+    store = MemoryIdempotencyStore(timedelta(hours=1), max_keys=50_000)
+    for batch in range(2000):
+        await store.reserve([[(f"k{batch}-{n}", {"event_id": "x"})] for n in range(100)])
+    assert len(store) == 50_000
+    table_bytes = sum(sys.getsizeof(shard) for shard in store._shards)
+    assert table_bytes / len(store) < 75  # ~95 bytes a key without the copies
