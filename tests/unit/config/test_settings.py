@@ -74,7 +74,7 @@ def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None
     assert config["acks"] == "all"
     assert config["enable.idempotence"] is True
     assert config["batch.num.messages"] == 100
-    assert config["linger.ms"] == 10
+    assert config["linger.ms"] == 2
 
 
 def test_public_view_hides_pass_through_values(monkeypatch: pytest.MonkeyPatch) -> None:
