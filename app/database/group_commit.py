@@ -8,8 +8,11 @@ per request made concurrent requests queue for the database one by one.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
+
+logger = logging.getLogger(__name__)
 
 Item = TypeVar("Item")
 Outcome = TypeVar("Outcome")
@@ -60,7 +63,10 @@ class GroupCommit(Generic[Item, Outcome]):
                         done.set_exception(error)
                 continue
             if self._written is not None:
-                self._written([item for item, _ in batch], outcomes)
+                try:
+                    self._written([item for item, _ in batch], outcomes)
+                except Exception:  # bookkeeping only: the batch is committed, its submitters must learn it
+                    logger.exception("after a group commit", extra={"writer": self._name})
             for (_, done), outcome in zip(batch, outcomes, strict=True):
                 if not done.done():  # else its request was cancelled meanwhile
                     done.set_result(outcome)
