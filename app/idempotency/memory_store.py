@@ -71,8 +71,8 @@ class _AnswerCodec:
 
     def _encode_any(self, expires: float, answer: StoredResult) -> bytes:
         event_id, status, topics = answer.get("event_id"), answer.get("status"), answer.get("topics")
-        status_index = self._status_index(status) if status is not None else 0
-        topics_index = self._topics_index(topics) if topics is not None else 0
+        status_index = self._status_index(status) if "status" in answer else 0
+        topics_index = self._topics_index(topics) if "topics" in answer else 0
         if (
             not isinstance(event_id, str)
             or status_index is None
@@ -80,7 +80,7 @@ class _AnswerCodec:
             or not answer.keys() <= _ANSWER_KEYS
         ):
             return _HEADER.pack(expires, _JSON, 0, 0) + orjson.dumps(answer)
-        flags = (_HAS_STATUS if status is not None else 0) | (_HAS_TOPICS if topics is not None else 0)
+        flags = (_HAS_STATUS if "status" in answer else 0) | (_HAS_TOPICS if "topics" in answer else 0)
         identity = _uuid_bytes(event_id)
         if identity is not None:
             flags |= _UUID_ID
@@ -110,11 +110,11 @@ class _AnswerCodec:
     def _topics_index(self, topics: object) -> int | None:
         """The topic list's index, None when it is not a list or tuple of str. Topic lists come
         from the routing rules: few, and the table only grows with new ones."""
-        if not isinstance(topics, list | tuple):
+        if not isinstance(topics, list | tuple) or not all(isinstance(topic, str) for topic in topics):
             return None
         key = tuple(topics)
         index = self._topic_lists.get(key)
-        if index is None and all(isinstance(topic, str) for topic in key):
+        if index is None:
             index = self._topic_lists[key] = len(self._topic_names)
             self._topic_names.append(key)
         return index

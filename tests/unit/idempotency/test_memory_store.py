@@ -33,6 +33,8 @@ async def test_answers_read_back_as_they_were_stored() -> None:
         {"event_id": event_id.upper()},  # not canonical: kept as text, not as 16 bytes
         {"event_id": event_id, "status": "accepted", "topics": ["t"], "extra": {"n": 1}},  # other shape: JSON
         {"event_id": None, "status": "accepted"},
+        {"event_id": event_id, "status": None, "topics": ["t"]},  # a key present with None stays so
+        {"event_id": event_id, "status": "accepted", "topics": [["not", "a", "topic"]]},  # unhashable
     ]
     for answer in answers:
         assert await _stored_and_read_back(answer) == answer
