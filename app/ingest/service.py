@@ -177,6 +177,11 @@ class IngestService:
         batch: bool,
     ) -> list[ItemOutcome]:
         outcomes: list[ItemOutcome | None] = [None] * len(events)
+        # Routed first, so that a key's first answer already names its topics: only a batch's own
+        # keys (from its Idempotency-Key), whose retry is answered with each item's status, need
+        # the final answer stored after publishing; any other key answers `duplicate` with the
+        # event id and topics, which the reservation holds.
+        routes = [self.publisher.router.route(event) for event in events]
         # Every key of the request is reserved in one call, in event order.
         keyed = [position for position, event_keys in enumerate(keys) if event_keys]
         if keyed:
@@ -185,7 +190,7 @@ class IngestService:
                 provisional = {
                     "event_id": events[position].event_id_text,
                     "status": "in_progress",
-                    "topics": [],
+                    "topics": list(routes[position].topics),
                 }
                 groups.append([(key, provisional) for _, key in keys[position]])
             for position, known in zip(keyed, await self.idempotency.reserve(groups), strict=True):
@@ -199,7 +204,10 @@ class IngestService:
                 self.metrics.record_duplicate()
         fresh = [position for position, outcome in enumerate(outcomes) if outcome is None]
         results = await self.publisher.publish_many(
-            [events[p] for p in fresh], traceparent, spool_only=ack == "spool"
+            [events[p] for p in fresh],
+            traceparent,
+            spool_only=ack == "spool",
+            routes=[routes[p] for p in fresh],
         )
         completed: dict[str, StoredResult] = {}
         released: list[str] = []
@@ -214,8 +222,9 @@ class IngestService:
                 released += [key for _, key in keys[position]]
             else:
                 stored = outcome.stored()
-                for _, key in keys[position]:
-                    completed[key] = stored
+                for kind, key in keys[position]:
+                    if batch and kind == "request":  # the others keep their first answer (see above)
+                        completed[key] = stored
         if completed or released:
             await self.idempotency.settle(completed, released)
         done = [outcome for outcome in outcomes if outcome is not None]

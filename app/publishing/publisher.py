@@ -124,15 +124,21 @@ class EventPublisher:
         self.draining = False  # set at shutdown: no more retries, what is not acknowledged is spooled
 
     async def publish_many(
-        self, events: Sequence[BaseEvent], traceparent: str | None = None, *, spool_only: bool = False
+        self,
+        events: Sequence[BaseEvent],
+        traceparent: str | None = None,
+        *,
+        spool_only: bool = False,
+        routes: Sequence[Route] | None = None,
     ) -> list[PublishResult]:
         """Publish events in order (each user's events stay in order); one result per event.
 
         `spool_only` (ack level `spool`) answers once the records are in the spool and leaves
-        the delivery to the relay.
+        the delivery to the relay. `routes`, when the caller has routed the events already.
         """
         with self.tracing.span("route", **{"event_ingest.events": len(events)}):
-            routes = [self.router.route(event) for event in events]
+            if routes is None:
+                routes = [self.router.route(event) for event in events]
             # With tracing on, consumers continue the trace from this span, not the caller's.
             records = self._records(events, routes, self.tracing.traceparent() or traceparent)
         if self.in_flight + len(records) > self._max_in_flight:
@@ -156,7 +162,7 @@ class EventPublisher:
                 self.idle.set()
 
     async def _publish_records(
-        self, events: Sequence[BaseEvent], routes: list[Route], records: list[OutRecord], spool_only: bool
+        self, events: Sequence[BaseEvent], routes: Sequence[Route], records: list[OutRecord], spool_only: bool
     ) -> list[PublishResult]:
         failures: dict[int, PublishFailure] = {}
         # Headers are a few hundred bytes: only a large key + value needs its exact size computed.
@@ -225,7 +231,7 @@ class EventPublisher:
         )
 
     def _records(
-        self, events: Sequence[BaseEvent], routes: list[Route], traceparent: str | None
+        self, events: Sequence[BaseEvent], routes: Sequence[Route], traceparent: str | None
     ) -> list[OutRecord]:
         records: list[OutRecord] = []
         for index, (event, route) in enumerate(zip(events, routes, strict=True)):
