@@ -9,6 +9,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
+import httpx
 import orjson
 import pytest
 
@@ -126,6 +127,18 @@ async def test_stopped_broker_spools_opens_the_breaker_and_the_relay_delivers_af
     assert sorted(record.headers["event_id"].decode() for record in records) == sorted(kept)
 
 
+async def _post_until_accepted(client: httpx.AsyncClient) -> None:
+    """Posts an event until Kafka acknowledges one directly (status `accepted`, not `spooled`); at most 60 s."""
+    deadline = time.monotonic() + 60
+    while True:
+        answer = await client.post("/v1/events/activities", json=activity_event(), timeout=30)
+        assert answer.status_code == 202, answer.text
+        if answer.json()["status"] == "accepted":
+            return
+        assert time.monotonic() < deadline, "Kafka acknowledged no event directly within 60 s"
+        await asyncio.sleep(0.5)
+
+
 async def test_full_producer_queue_answers_429_with_retry_after(
     make_settings: SettingsFactory, dev_broker: Broker
 ) -> None:
@@ -136,7 +149,10 @@ async def test_full_producer_queue_answers_429_with_retry_after(
         circuit_breaker_failure_threshold=100,
     )
     async with running(create_app(settings)) as client:
-        assert (await client.post("/v1/events/activities", json=activity_event())).status_code == 202
+        # The producer must be past its start before the broker pauses: on a slow machine Apache Kafka may
+        # take longer than the 2 s fault deadline to grant the idempotent producer its id, and an event
+        # spooled then starts a recovery in which the batch would be spooled too (202), never queued.
+        await _post_until_accepted(client)
         dev_broker.pause()
         try:
             batch = {"events": [{"event_type": "activity", **activity_event()} for _ in range(5)]}
