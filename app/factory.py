@@ -29,6 +29,7 @@ from app.api import (
     operations,
 )
 from app.api.auth import AUTH_RESPONSES, AuthMiddleware
+from app.api.docs import install_offline_docs
 from app.api.errors import install_error_handlers
 from app.api.events import events_router
 from app.api.load_shedding import LoadSheddingMiddleware
@@ -36,6 +37,7 @@ from app.api.openapi import customize_openapi
 from app.api.request_id import RequestIdMiddleware
 from app.api.responses import JsonResponse
 from app.config.settings import Settings, load_settings
+from app.console.app import Console, install_console
 from app.observability.http_metrics import HttpMetricsMiddleware
 from app.observability.tracing import UNTRACED_URLS
 from app.runtime import Runtime
@@ -60,10 +62,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     disable_created_metrics()  # type: ignore[no-untyped-call]  # `*_created` series double the scrape size and nobody graphs them
     runtime = Runtime.build(settings)
+    console: Console | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
+        if console is not None:
+            console.history.start()
         # Move everything built at start-up out of the collector's sight, and collect the young
         # generation less often: with many small objects per request, gen-0 collections cost ~10%.
         gc.freeze()
@@ -77,6 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             restore()
+            if console is not None:
+                await console.history.stop()
             left = await runtime.stop()
             if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # this worker's live gauges stop counting
                 multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
@@ -90,6 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         default_response_class=JsonResponse,
+        docs_url=None,  # served from the service's own assets: install_offline_docs
+        redoc_url=None,
         **_without_native_telemetry(),
     )
     app.state.runtime = runtime
@@ -98,6 +107,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # included router whole and walks into it on every request (~5 % of a single event's CPU).
     app.router.routes[:0] = events_router(settings).routes
     app.include_router(operations.router)
+    install_offline_docs(app)
+    if settings.console_enabled:
+        console = install_console(app, runtime)
     app.include_router(event_types.producer_router, responses=AUTH_RESPONSES)
     for admin in (admin_rules, event_types, admin_keys, admin_publisher, admin_kafka, admin_dlq, admin_audit):
         app.include_router(admin.router, responses=AUTH_RESPONSES)

@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -86,6 +87,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     if settings.workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         _prometheus_multiprocess_dir()
+    if settings.console_enabled and not settings.console_session_secret.get_secret_value():
+        # One secret for all workers of this start, so a console login works whichever answers.
+        os.environ["CONSOLE_SESSION_SECRET"] = secrets.token_urlsafe(32)
     with kafka_for(settings) as bootstrap:
         # Worker processes read their settings from the environment again: hand them the broker.
         os.environ["KAFKA_BROKERS"] = bootstrap

@@ -175,6 +175,13 @@ class Settings(BaseSettings):
     rate_limit_events_per_second: Annotated[float, Field(ge=0, le=10_000_000)] = 0.0
     rate_limit_burst: Annotated[int, Field(ge=1, le=10_000_000)] = 1000
 
+    # --- Operator console (/console): pages over the admin API, logged in with an API key
+    console_enabled: bool = True
+    # Seals the console's login cookie. Empty: a random one at each start (`event-ingest serve` shares
+    # it among its workers); set one shared value when several instances sit behind one address.
+    console_session_secret: SecretStr = SecretStr("")
+    console_session_ttl: Duration = timedelta(hours=8)
+
     # --- Tracing (OpenTelemetry; off unless an OTLP endpoint is set; needs the `otel` extra)
     otel_exporter_otlp_endpoint: str = Field(
         "", description="OTLP/HTTP base URL, e.g. http://otel-collector:4318"

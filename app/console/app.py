@@ -1,0 +1,138 @@
+"""`/console`: the operator console, server-rendered pages over the admin API.
+
+Pages are Jinja templates; htmx (vendored, no build step) swaps fragments for the live overview and
+the forms. Every action is a call to the service's own admin route (`AdminApi`). The pages send a
+content-security policy that allows only this origin, so escaped output stays text and no injected
+script could run even if it were not.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from app.api import operations
+from app.console.access import CsrfRefusedError, LoginRequiredError, Viewer, check_csrf, current_viewer
+from app.console.charts import line_chart
+from app.console.history import Sample, ServiceHistory, counts_of, ingest_latency_buckets
+from app.console.session import COOKIE_NAME, ConsoleSessions
+from app.runtime import Runtime
+
+PREFIX = "/console"
+_HERE = Path(__file__).parent
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+@dataclass(slots=True)
+class Console:
+    runtime: Runtime
+    sessions: ConsoleSessions
+    templates: Jinja2Templates
+    history: ServiceHistory
+
+    def viewer(self, request: Request) -> Viewer:
+        return current_viewer(request, self.sessions, self.runtime.keys, self.runtime.settings.auth_enabled)
+
+    def page(
+        self, request: Request, template: str, viewer: Viewer | None, status_code: int = 200, **context: Any
+    ) -> HTMLResponse:
+        response = self.templates.TemplateResponse(
+            request,
+            template,
+            {"viewer": viewer, "prefix": PREFIX, "now": datetime.now(UTC), **context},
+            status_code=status_code,
+            headers=SECURITY_HEADERS,
+        )
+        return response
+
+    async def sample(self) -> Sample:
+        """The service's figures now (every worker's, as `/metrics/publisher` reports them)."""
+        metrics = await operations.publisher_metrics(self.runtime, "service")
+        return Sample(
+            at=time.time(),
+            counts=counts_of(metrics),
+            latency_buckets=ingest_latency_buckets(self.runtime.registry),
+        )
+
+
+def console_of(request: Request) -> Console:
+    console: Console = request.app.state.console
+    return console
+
+
+def install_console(app: FastAPI, runtime: Runtime) -> Console:
+    """Add the console's pages, assets and error pages to `app`; the caller starts and stops its history."""
+    settings = runtime.settings
+    templates = Jinja2Templates(directory=_HERE / "templates")
+    templates.env.filters["json"] = _json
+    templates.env.filters["json_pretty"] = _pretty_json
+    templates.env.globals["line_chart"] = line_chart
+    console = Console(
+        runtime=runtime,
+        sessions=ConsoleSessions(
+            settings.console_session_secret.get_secret_value(), settings.console_session_ttl.total_seconds()
+        ),
+        templates=templates,
+        history=ServiceHistory(lambda: console.sample()),
+    )
+    app.state.console = console
+    app.mount(f"{PREFIX}/static", StaticFiles(directory=_HERE / "static"), name="console-static")
+
+    from app.console import pages  # the routes need `Console` defined above
+
+    app.include_router(pages.router, prefix=PREFIX, include_in_schema=False)
+
+    @app.exception_handler(LoginRequiredError)
+    async def login_required(request: Request, exc: LoginRequiredError) -> Response:
+        target = f"{PREFIX}/login"
+        if request.headers.get("hx-request"):  # an htmx fragment: have the whole page go to the login
+            return Response(status_code=401, headers={"HX-Redirect": target})
+        response = RedirectResponse(target, status_code=303)
+        response.delete_cookie(COOKIE_NAME, path=PREFIX)
+        return response
+
+    @app.exception_handler(CsrfRefusedError)
+    async def csrf_refused(request: Request, exc: CsrfRefusedError) -> Response:
+        return HTMLResponse(
+            "Refused: this form did not come from this console session (CSRF check). Reload the page.",
+            status_code=403,
+            headers=SECURITY_HEADERS,
+        )
+
+    return console
+
+
+async def changing(request: Request) -> Viewer:
+    """The viewer of a state-changing request, after its CSRF check."""
+    console = console_of(request)
+    viewer = console.viewer(request)
+    await check_csrf(request, viewer, console.sessions)
+    return viewer
+
+
+def _json(value: Any) -> str:
+    """JSON as text for the page: autoescaping makes it safe HTML. (Jinja's `tojson` would also turn
+    `<` and `>` into escapes meant for scripts, which operators would then read.)"""
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _pretty_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=2, default=str)
