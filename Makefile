@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 PROJECTS := pyproject.toml packages/event-models/pyproject.toml packages/client/pyproject.toml
 STAMP  := $(VENV)/.installed-$(shell cat $(PROJECTS) | sha1sum | cut -c1-12)
 
-.PHONY: install run test lint typecheck alerts postgres unit integration test-kafka kafka-up kafka-down proto clean bench bench-outage profile bench-compare
+.PHONY: install run test chromium console-screenshots lint typecheck alerts postgres unit integration test-kafka kafka-up kafka-down proto clean bench bench-outage profile bench-compare
 
 install: $(STAMP)
 
@@ -33,9 +33,17 @@ run: install
 	$(RUN_AUTH) $(RUN_TYPES) $(RUN_TOPICS) $(VENV)/bin/event-ingest serve
 
 ## test: ruff, mypy, the alert rules' tests and the whole pytest suite (starts its own broker and
-## PostgreSQL on free ports)
-test: install lint typecheck alerts postgres
+## PostgreSQL on free ports; the console's browser tests drive Debian's Chromium)
+test: install lint typecheck alerts postgres chromium
 	$(PY) -m pytest
+
+## chromium: Debian's Chromium for the browser tests (Playwright drives it; it never downloads one)
+chromium:
+	@test -n "$(CHROMIUM_PATH)" || command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) || (echo "Chromium is missing: install the Debian package chromium, or set CHROMIUM_PATH" && false)
+
+## console-screenshots: the browser tests, saving a screenshot of each console page in docs/console/
+console-screenshots: install chromium
+	CONSOLE_SCREENSHOTS_DIR=docs/console $(PY) -m pytest tests/browser
 
 ## postgres: Debian's PostgreSQL server binaries, which the tests start a throwaway server from
 # (nothing is installed when TEST_POSTGRES_URL names a server of your own).

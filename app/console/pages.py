@@ -360,7 +360,7 @@ async def evolve_event_type(request: Request, name: str) -> Response:
     if problem is not None:
         return await _event_type_page(request, name, status_code=422, error=problem, draft=draft)
     answer = await _api(request, viewer).call(
-        "PUT", f"/admin/event-types/{name}/schema", json={"schema": schema}
+        "PUT", f"/admin/event-types/{name}/schema", json=schema
     )
     if not answer.ok:
         return await _event_type_page(
