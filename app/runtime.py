@@ -296,12 +296,15 @@ class Runtime:
 
     def describe_topic(self, topic: str) -> TopicReport:
         """Blocking: ask the cluster (call through asyncio.to_thread)."""
+        return self.describe_topics([topic])[0]
+
+    def describe_topics(self, topics: list[str]) -> list[TopicReport]:
+        """Blocking: ask the cluster about all `topics` at once (call through asyncio.to_thread)."""
         settings = self.settings
-        return self.kafka_admin.describe(
-            topic,
+        return self.kafka_admin.describe_many(
+            {topic: self.retention_ms(topic) for topic in topics},
             settings.kafka_topic_partitions,
             settings.kafka_topic_replication_factor,
-            self.retention_ms(topic),
         )
 
     def create_topics(self, topics: list[str]) -> list[str]:

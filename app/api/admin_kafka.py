@@ -29,9 +29,7 @@ async def list_topics(runtime: RuntimeDep) -> dict[str, Any]:
     `mismatches` lists differences from KAFKA_TOPIC_PARTITIONS / _REPLICATION_FACTOR; nothing is
     changed automatically."""
     try:
-        reports = [
-            await asyncio.to_thread(runtime.describe_topic, topic) for topic in runtime.needed_topics()
-        ]
+        reports = await asyncio.to_thread(runtime.describe_topics, list(runtime.needed_topics()))
     except KafkaException as exc:
         raise _unavailable(exc) from None
     return {"topics": [report.as_dict() for report in reports]}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Request
@@ -158,9 +160,61 @@ def _test_example() -> dict[str, Any]:
     }
 
 
+PAGE_SIZE = 200  # rows a list page shows at first; "show more" adds as many
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """The rows of a long list that match the page's filter (`q`), the first `limit` of them shown."""
+
+    rows: list[dict[str, Any]]
+    matching: int
+    query: str
+    limit: int
+    page_size: int = PAGE_SIZE
+
+
+def _listing(request: Request, items: list[dict[str, Any]], fields: tuple[str, ...]) -> Listing:
+    """Filter `items` by the `q` parameter (a case-insensitive substring of any of `fields`, lists
+    included) and keep the first `limit` (at least one page)."""
+    query = request.query_params.get("q", "").strip()
+    try:
+        limit = max(PAGE_SIZE, int(request.query_params.get("limit", PAGE_SIZE)))
+    except ValueError:
+        limit = PAGE_SIZE
+    wanted = query.lower()
+
+    def text(item: dict[str, Any]) -> str:
+        values = (item.get(name) for name in fields)
+        return " ".join(
+            " ".join(map(str, v)) if isinstance(v, list) else str(v or "") for v in values
+        ).lower()
+
+    matching = [item for item in items if wanted in text(item)] if wanted else items
+    return Listing(matching[:limit], len(matching), query, limit)
+
+
 @router.get("/rules")
 async def rules(request: Request) -> Response:
     return await _rules_page(request)
+
+
+@router.get("/rules/{rule_id}/edit")
+async def edit_rule(request: Request, rule_id: str) -> Response:
+    """A rule's edit form (a fragment, fetched when its Edit is opened: thousands of rules stay light)."""
+    console = console_of(request)
+    viewer = console.viewer(request)
+    refused = _needs_admin(console, request, viewer, "Routing rules")
+    if refused is not None:
+        return refused
+    answer = await _api(request, viewer).get(f"/admin/routing-rules/{rule_id}")
+    return console.page(
+        request,
+        "rule_edit.html",
+        viewer,
+        rule=answer.body if answer.ok else None,
+        error=None if answer.ok else answer.error,
+    )
 
 
 async def _rules_page(
@@ -173,6 +227,7 @@ async def _rules_page(
     if refused is not None:
         return refused
     answer = await _api(request, viewer).get("/admin/routing-rules")
+    rows = answer.body["rules"] if answer.ok else []
     return console.page(
         request,
         "rules.html",
@@ -180,6 +235,7 @@ async def _rules_page(
         status_code=status_code,
         title="Routing rules",
         rule_set=answer.body if answer.ok else None,
+        listing=_listing(request, rows, ("id", "name", "event_types", "topics")),
         load_error=None if answer.ok else answer.error,
         message=message,
         error=error,
@@ -273,7 +329,10 @@ async def _event_types_page(
         viewer,
         status_code=status_code,
         title="Event types",
-        listing=answer.body if answer.ok else None,
+        registry=answer.body if answer.ok else None,
+        listing=_listing(
+            request, answer.body["event_types"] if answer.ok else [], ("name", "description", "owner")
+        ),
         load_error=None if answer.ok else answer.error,
         message=message,
         error=error,
@@ -359,9 +418,7 @@ async def evolve_event_type(request: Request, name: str) -> Response:
     schema, problem = _parse_json(draft, "The schema")
     if problem is not None:
         return await _event_type_page(request, name, status_code=422, error=problem, draft=draft)
-    answer = await _api(request, viewer).call(
-        "PUT", f"/admin/event-types/{name}/schema", json=schema
-    )
+    answer = await _api(request, viewer).call("PUT", f"/admin/event-types/{name}/schema", json=schema)
     if not answer.ok:
         return await _event_type_page(
             request, name, status_code=answer.status, error=answer.error, draft=draft
@@ -376,24 +433,38 @@ async def evolve_event_type(request: Request, name: str) -> Response:
 
 @router.get("/topics")
 async def topics(request: Request, group: str = "") -> Response:
+    """The page at once; its table comes from `/topics/table` (Kafka answers in its own time)."""
     console = console_of(request)
     viewer = console.viewer(request)
     refused = _needs_admin(console, request, viewer, "Topics")
     if refused is not None:
         return refused
-    api = _api(request, viewer)
-    answer = await api.get("/admin/topics")
-    lag = await api.get(f"/admin/consumer-groups/{group}/lag") if group.strip() else None
+    lag = await _api(request, viewer).get(f"/admin/consumer-groups/{group}/lag") if group.strip() else None
     return console.page(
         request,
         "topics.html",
         viewer,
         title="Topics",
-        topics=answer.body.get("topics", []) if answer.ok else [],
-        load_error=None if answer.ok else answer.error,
         group=group,
         lag=lag.body if lag is not None and lag.ok else None,
         lag_error=lag.error if lag is not None and not lag.ok else None,
+    )
+
+
+@router.get("/topics/table")
+async def topics_table(request: Request) -> Response:
+    console = console_of(request)
+    viewer = console.viewer(request)
+    refused = _needs_admin(console, request, viewer, "Topics")
+    if refused is not None:
+        return refused
+    answer = await _api(request, viewer).get("/admin/topics")
+    return console.page(
+        request,
+        "topics_table.html",
+        viewer,
+        topics=answer.body.get("topics", []) if answer.ok else [],
+        load_error=None if answer.ok else answer.error,
     )
 
 
@@ -413,28 +484,46 @@ async def _dlq_page(
     request: Request, filters: dict[str, str], *, status_code: int = 200, replay: Any = None,
     error: str | None = None,
 ) -> Response:  # fmt: skip
+    """The page at once; the records come from `/dlq/records` (reading them takes a Kafka consumer)."""
     console = console_of(request)
     viewer = console.viewer(request)
     refused = _needs_admin(console, request, viewer, "Dead letters")
     if refused is not None:
         return refused
-    answer = await _api(request, viewer).get("/admin/dlq", limit=DLQ_PEEK)
-    records = answer.body.get("records", []) if answer.ok else []
-    shown = [record for record in records if _dlq_matches(record, filters)]
     return console.page(
         request,
         "dlq.html",
         viewer,
         status_code=status_code,
         title="Dead letters",
-        topic=answer.body.get("topic") if answer.ok else None,
-        records=shown,
-        total=len(records),
-        peek=DLQ_PEEK,
         filters=filters,
-        load_error=None if answer.ok else answer.error,
+        query=urlencode({name: value for name, value in filters.items() if value}),
         replay=replay,
         error=error,
+    )
+
+
+@router.get("/dlq/records")
+async def dead_letter_records(
+    request: Request, reason: str = "", original_topic: str = "", since: str = "", until: str = ""
+) -> Response:
+    console = console_of(request)
+    viewer = console.viewer(request)
+    refused = _needs_admin(console, request, viewer, "Dead letters")
+    if refused is not None:
+        return refused
+    filters = {"reason": reason, "original_topic": original_topic, "since": since, "until": until}
+    answer = await _api(request, viewer).get("/admin/dlq", limit=DLQ_PEEK)
+    records = answer.body.get("records", []) if answer.ok else []
+    return console.page(
+        request,
+        "dlq_records.html",
+        viewer,
+        topic=answer.body.get("topic") if answer.ok else None,
+        records=[record for record in records if _dlq_matches(record, filters)],
+        total=len(records),
+        peek=DLQ_PEEK,
+        load_error=None if answer.ok else answer.error,
     )
 
 

@@ -108,36 +108,71 @@ class KafkaAdmin:
         expected_replication: int,
         expected_retention_ms: int | None = None,
     ) -> TopicReport:
+        return self.describe_many({topic: expected_retention_ms}, expected_partitions, expected_replication)[
+            0
+        ]
+
+    def describe_many(
+        self,
+        topics: dict[str, int | None],
+        expected_partitions: int,
+        expected_replication: int,
+    ) -> list[TopicReport]:
+        """Each topic (with the retention we expect of it, if any) as the cluster describes it: one
+        metadata request, one consumer for every partition's watermarks, one DescribeConfigs."""
         # Ask for all topics: a metadata request naming a missing topic makes some brokers create it.
-        metadata = self.client.list_topics(timeout=self.timeout).topics.get(topic)
-        if metadata is None or metadata.error is not None:
-            return TopicReport(topic, exists=False, mismatches=["topic does not exist"])
-        partitions = sorted(metadata.partitions)
-        replication = min((len(p.replicas) for p in metadata.partitions.values()), default=0)
-        report = TopicReport(topic, exists=True, partitions=len(partitions), replication_factor=replication)
-        report.offsets = self.offsets(topic, partitions)
-        report.config = self.config_of(topic)
-        if len(partitions) != expected_partitions:
-            report.mismatches.append(f"{len(partitions)} partitions, configured {expected_partitions}")
-        if replication < expected_replication:
-            report.mismatches.append(f"replication factor {replication}, configured {expected_replication}")
-        retention = report.config.get("retention.ms")
-        if (
-            expected_retention_ms is not None
-            and retention is not None
-            and int(retention) != expected_retention_ms
-        ):
-            report.mismatches.append(f"retention.ms {retention}, configured {expected_retention_ms}")
-        return report
+        cluster = self.client.list_topics(timeout=self.timeout).topics
+        reports: list[TopicReport] = []
+        partitions_of: dict[str, list[int]] = {}
+        for topic in topics:
+            metadata = cluster.get(topic)
+            if metadata is None or metadata.error is not None:
+                reports.append(TopicReport(topic, exists=False, mismatches=["topic does not exist"]))
+                continue
+            partitions_of[topic] = sorted(metadata.partitions)
+            replication = min((len(p.replicas) for p in metadata.partitions.values()), default=0)
+            reports.append(
+                TopicReport(
+                    topic, exists=True, partitions=len(partitions_of[topic]), replication_factor=replication
+                )
+            )
+        offsets = self.offsets_many(partitions_of)
+        configs = self.configs_of(list(partitions_of))
+        for report in reports:
+            if not report.exists:
+                continue
+            report.offsets = offsets[report.name]
+            report.config = configs.get(report.name, {})
+            if report.partitions != expected_partitions:
+                report.mismatches.append(f"{report.partitions} partitions, configured {expected_partitions}")
+            if report.replication_factor < expected_replication:
+                report.mismatches.append(
+                    f"replication factor {report.replication_factor}, configured {expected_replication}"
+                )
+            retention, expected_retention_ms = report.config.get("retention.ms"), topics[report.name]
+            if (
+                expected_retention_ms is not None
+                and retention is not None
+                and int(retention) != expected_retention_ms
+            ):
+                report.mismatches.append(f"retention.ms {retention}, configured {expected_retention_ms}")
+        return reports
 
     def offsets(self, topic: str, partitions: Iterable[int]) -> dict[int, tuple[int, int]]:
-        """Earliest and latest offset of each partition.
+        """Earliest and latest offset of each partition of `topic`."""
+        return self.offsets_many({topic: list(partitions)})[topic]
+
+    def offsets_many(self, partitions_of: dict[str, list[int]]) -> dict[str, dict[int, tuple[int, int]]]:
+        """Earliest and latest offset of each partition of each topic, with one consumer.
 
         Read from the watermarks a Fetch response carries, not from ListOffsets: the development
         broker answers ListOffsets with the last batch's base offset + 1 (docs/brokers.md), while
         the high mark of a Fetch is right on it and on Apache Kafka alike.
         """
-        wanted = list(partitions)
+        wanted = [TopicPartition(topic, p) for topic, partitions in partitions_of.items() for p in partitions]
+        result: dict[str, dict[int, tuple[int, int]]] = {topic: {} for topic in partitions_of}
+        if not wanted:
+            return result
         consumer = Consumer(
             {
                 **self.connection,
@@ -148,28 +183,45 @@ class KafkaAdmin:
             }
         )
         try:
-            consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in wanted])
-            result: dict[int, tuple[int, int]] = {}
+            consumer.assign([TopicPartition(tp.topic, tp.partition, OFFSET_END) for tp in wanted])
+            missing = list(wanted)
             deadline = time.monotonic() + self.timeout
-            while len(result) < len(wanted) and time.monotonic() < deadline:
-                consumer.poll(0.1)  # a fetch: its response caches the partition's watermarks
-                for p in wanted:
-                    low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
+            while missing and time.monotonic() < deadline:
+                consumer.poll(0.05)  # a fetch: its response caches the partitions' watermarks
+                still = []
+                for tp in missing:
+                    low, high = consumer.get_watermark_offsets(tp, cached=True)
                     if low >= 0 and high >= 0:
-                        result[p] = (low, high)
-            if len(result) < len(wanted):
+                        result[tp.topic][tp.partition] = (low, high)
+                    else:
+                        still.append(tp)
+                missing = still
+            if missing:
                 raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "no watermarks in time"))
             return result
         finally:
             consumer.close()
 
     def config_of(self, topic: str) -> dict[str, str]:
-        futures = self.client.describe_configs([ConfigResource(ResourceType.TOPIC, topic)])
-        try:
-            entries = next(iter(futures.values())).result(timeout=self.timeout)
-        except KafkaException:
+        return self.configs_of([topic]).get(topic, {})
+
+    def configs_of(self, topics: list[str]) -> dict[str, dict[str, str]]:
+        """Each topic's configuration as the cluster reports it (a topic it would not describe: left out)."""
+        if not topics:
             return {}
-        return {name: str(entry.value) for name, entry in entries.items() if entry.value is not None}
+        futures = self.client.describe_configs(
+            [ConfigResource(ResourceType.TOPIC, topic) for topic in topics]
+        )
+        configs: dict[str, dict[str, str]] = {}
+        for resource, future in futures.items():
+            try:
+                entries = future.result(timeout=self.timeout)
+            except KafkaException:
+                continue
+            configs[resource.name] = {
+                name: str(entry.value) for name, entry in entries.items() if entry.value is not None
+            }
+        return configs
 
     def committed(self, group: str) -> dict[tuple[str, int], int]:
         """A consumer group's committed offsets, by (topic, partition)."""

@@ -124,6 +124,17 @@ def test_create_a_rule_and_test_an_event_against_it(
     expect(result).to_contain_text("video-u-7")
     screenshot(page, "rules", tmp_path)
 
+    page.locator("tr[data-rule=videos-browser] summary", has_text="Edit").click()
+    editor = page.locator("tr[data-rule=videos-browser] .edit-form textarea")
+    expect(editor).to_contain_text('"priority": 10')
+    editor.fill(editor.input_value().replace('"Videos watched"', '"Videos watched (edited)"'))
+    page.locator("tr[data-rule=videos-browser] .edit-form button").click()
+    expect(page.locator(".notice")).to_contain_text("Rule videos-browser saved.")
+    page.fill("input[name=q]", "edited")
+    page.locator("form.filters button").click()
+    expect(page.locator("table.rules tbody tr")).to_have_count(1)
+    expect(page.locator("tr[data-rule=videos-browser]")).to_contain_text("Videos watched (edited)")
+
     page.locator("tr[data-rule=videos-browser] button", has_text="Disable").click()
     expect(page.locator("tr[data-rule=videos-browser]")).to_contain_text("disabled")
     page.locator("tr[data-rule=videos-browser] button", has_text="Delete").click()

@@ -26,13 +26,15 @@ class FakeAdminClient:
     def describe_configs(self, resources: list[Any]) -> dict[Any, Future[Any]]:
         future: Future[Any] = Future()
         future.set_result({"retention.ms": SimpleNamespace(value="604800000")})
-        return {resources[0]: future}
+        return {resource: future for resource in resources}
 
 
 def _admin(partitions: int, replicas: int) -> KafkaAdmin:
     admin = KafkaAdmin({"bootstrap.servers": "127.0.0.1:1"})
     admin.client = FakeAdminClient(partitions, replicas)  # type: ignore[assignment]
-    admin.offsets = lambda topic, partitions: {p: (0, 10) for p in partitions}  # type: ignore[method-assign]
+    admin.offsets_many = lambda wanted: {  # type: ignore[method-assign]
+        topic: {p: (0, 10) for p in partitions} for topic, partitions in wanted.items()
+    }
     return admin
 
 
