@@ -1,7 +1,7 @@
 """How fast the console's pages answer with thousands of rules, event types and dead letters.
 
-Starts the service (one worker, authentication on) on a development broker, fills it through the
-admin API (rules, event types) and the dead-letter topic, then asks each page several times with a
+Starts the service (one worker, authentication on) on a development broker, seeded with the rules
+and event types from files, fills the dead-letter topic and makes some audited changes, then asks each page several times with a
 logged-in session and prints medians and p90s of the server's answer time (what the browser waits
 for before it can draw; the console loads no script but htmx and no data from elsewhere).
 
@@ -18,7 +18,6 @@ import sys
 import tempfile
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,9 +50,11 @@ TARGET_MS = 200.0
 RESULTS = ROOT / "bench" / "results"
 
 
-def _fill(client: httpx.Client, options: argparse.Namespace, bootstrap: str) -> None:
-    def rule(n: int) -> None:
-        body = {
+def _seed_files(directory: Path, options: argparse.Namespace) -> dict[str, str]:
+    """Rules and event types as the files a deployment seeds an empty database from (filling them
+    one admin call at a time would take minutes: each change reloads the whole set)."""
+    rules = [
+        {
             "id": f"bench-rule-{n}",
             "name": f"Bench rule {n}",
             "event_types": ["activity"],
@@ -61,24 +62,31 @@ def _fill(client: httpx.Client, options: argparse.Namespace, bootstrap: str) -> 
             "topics": ["user.activities"],
             "priority": 1000 + n,
         }
-        answer = client.post("/admin/routing-rules", json=body)
-        answer.raise_for_status()
+        for n in range(options.rules)
+    ]
+    schema = {
+        "type": "object",
+        "properties": {"thing_id": {"type": "string"}, "size": {"type": "integer", "minimum": 0}},
+        "required": ["thing_id"],
+        "additionalProperties": False,
+    }
+    types = [
+        {"name": f"bench.type_{n}", "description": f"type {n}", "owner": "bench", "schema": schema,
+         "partition_key": "thing_id"}
+        for n in range(options.event_types)
+    ]  # fmt: skip
+    (directory / "rules.yaml").write_text(json.dumps({"rules": rules}))  # JSON is YAML
+    (directory / "types.json").write_text(json.dumps({"event_types": types}))
+    return {
+        "routing_rules_file": str(directory / "rules.yaml"),
+        "event_types_files": str(directory / "types.json"),
+        "event_types_max": str(options.event_types + 10),
+    }
 
-    def event_type(n: int) -> None:
-        schema = {
-            "type": "object",
-            "properties": {"thing_id": {"type": "string"}, "size": {"type": "integer", "minimum": 0}},
-            "required": ["thing_id"],
-            "additionalProperties": False,
-        }
-        body = {"name": f"bench.type_{n}", "description": f"type {n}", "owner": "bench", "schema": schema,
-                "partition_key": "thing_id"}  # fmt: skip
-        client.post("/admin/event-types", json=body).raise_for_status()
 
+def _fill(client: httpx.Client, options: argparse.Namespace, bootstrap: str) -> None:
+    """Dead letters straight into the DLQ topic, and some admin changes for the audit trail."""
     started = time.monotonic()
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(rule, range(options.rules)))
-        list(pool.map(event_type, range(options.event_types)))
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     for n in range(options.dead_letters):
@@ -97,8 +105,11 @@ def _fill(client: httpx.Client, options: argparse.Namespace, bootstrap: str) -> 
             ],
         )
     producer.flush(60)
+    for n in range(options.audit_changes):
+        client.patch(f"/admin/routing-rules/bench-rule-{n}", json={"enabled": n % 2 == 0}).raise_for_status()
     print(
-        f"filled: {options.rules} rules, {options.event_types} event types, {options.dead_letters} dead letters "
+        f"filled: {options.rules} rules, {options.event_types} event types (seed files), "
+        f"{options.dead_letters} dead letters, {options.audit_changes} audited changes "
         f"in {time.monotonic() - started:.0f} s"
     )
 
@@ -140,6 +151,7 @@ def main() -> None:
     parser.add_argument("--rules", type=int, default=3000)
     parser.add_argument("--event-types", type=int, default=3000)
     parser.add_argument("--dead-letters", type=int, default=3000)
+    parser.add_argument("--audit-changes", type=int, default=150)
     parser.add_argument("--repeats", type=int, default=15)
     options = parser.parse_args()
     key = generate_key()
@@ -147,7 +159,7 @@ def main() -> None:
         database = f"sqlite:///{Path(tmp) / 'console.db'}"
         migrations.upgrade(database)
         port = free_port()
-        env = _service_env(broker.bootstrap, database, port, 1, event_types_max=str(options.event_types + 10))
+        env = _service_env(broker.bootstrap, database, port, 1, **_seed_files(Path(tmp), options))
         env["API_KEYS"] = json.dumps([{"name": "ops", "key": key, "scopes": ["admin", "metrics"]}])
         with _process([PYTHON, "-m", "app"], env, port, Path(tmp) / "service.log"):
             url = f"http://127.0.0.1:{port}"
