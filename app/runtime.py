@@ -19,7 +19,7 @@ from app.config.settings import Settings
 from app.database.engine import check_schema, create_database_engine
 from app.event_types.registry import EventTypeRegistry
 from app.event_types.seed import EventTypeFile, load_event_type_files
-from app.event_types.store import EventTypeConflictError, EventTypeStore
+from app.event_types.store import EventTypeStore
 from app.events.time_window import EventTimeWindow
 from app.idempotency.database_store import DatabaseIdempotencyStore
 from app.idempotency.host_store import HostIdempotencyStore
@@ -361,13 +361,7 @@ class Runtime:
         on an empty database may each try; the first registration of a name wins)."""
         for rule in seed.routing_rules:
             self.rules.policy.check(rule)  # a forbidden topic stops the start, as a rule file's does
-        registered = []
-        for definition in seed.event_types:
-            try:
-                await self.event_types.register(definition, SYSTEM)
-                registered.append(definition.name)
-            except EventTypeConflictError:
-                pass
+        registered = await self.event_types.register_new(list(seed.event_types), SYSTEM)
         existing = {rule.id for rule in self.router.rules}
         for rule in seed.routing_rules:
             if rule.id not in existing:

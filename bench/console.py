@@ -131,6 +131,8 @@ def _time_pages(url: str, key: str, repeats: int) -> list[dict[str, Any]]:
                 if attempt >= 2:  # the first two warm caches (templates, metadata)
                     timings.append(elapsed)
             rows_shown = len(re.findall(r"<tr", answer.text))
+            if 'class="error"' in answer.text:
+                raise SystemExit(f"{path} shows an error: {answer.text[:2000]}")
             timings.sort()
             rows.append(
                 {

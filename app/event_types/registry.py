@@ -16,7 +16,7 @@ from app.background import BackgroundLoop
 from app.event_types.compatibility import Compatibility
 from app.event_types.definition import EventTypeChanges, EventTypeDefinition, EventTypeView
 from app.event_types.schemas import ENVELOPE_FIELDS, compile_validator
-from app.event_types.store import EventTypeRecord, EventTypeStore
+from app.event_types.store import EventTypeConflictError, EventTypeRecord, EventTypeStore
 from event_models.models import MODEL_BY_TYPE
 
 logger = logging.getLogger(__name__)
@@ -124,6 +124,25 @@ class EventTypeRegistry:
             record = await asyncio.to_thread(self.store.register, definition, actor)
             await self.reload()
         return RegisteredType(record).view()
+
+    async def register_new(self, definitions: list[EventTypeDefinition], actor: Actor) -> list[str]:
+        """Register those of `definitions` whose names are free (each in its own transaction, as
+        `register`), then reload once: seeding thousands of types must not reload the set per type.
+        Returns the names registered."""
+        async with self.lock:
+            registered = await asyncio.to_thread(self._register_each, definitions, actor)
+            await self.reload()
+        return registered
+
+    def _register_each(self, definitions: list[EventTypeDefinition], actor: Actor) -> list[str]:
+        registered = []
+        for definition in definitions:
+            try:
+                self.store.register(definition, actor)
+                registered.append(definition.name)
+            except EventTypeConflictError:  # another worker seeding at the same time got there first
+                pass
+        return registered
 
     async def add_version(self, name: str, schema: dict[str, Any], actor: Actor) -> EventTypeView:
         async with self.lock:
