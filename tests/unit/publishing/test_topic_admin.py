@@ -32,7 +32,7 @@ class FakeAdminClient:
 def _admin(partitions: int, replicas: int) -> KafkaAdmin:
     admin = KafkaAdmin({"bootstrap.servers": "127.0.0.1:1"})
     admin.client = FakeAdminClient(partitions, replicas)  # type: ignore[assignment]
-    admin.offsets_many = lambda wanted: {  # type: ignore[method-assign]
+    admin.offsets_many = lambda wanted: {  # type: ignore[method-assign,assignment]
         topic: {p: (0, 10) for p in partitions} for topic, partitions in wanted.items()
     }
     return admin
