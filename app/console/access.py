@@ -15,6 +15,15 @@ class LoginRequiredError(Exception):
     """No valid session: the console answers with the login page."""
 
 
+class AdminScopeRequiredError(Exception):
+    """A page or action for admin keys only, asked for with a metrics key."""
+
+    def __init__(self, viewer: Viewer, title: str) -> None:
+        super().__init__(title)
+        self.viewer = viewer
+        self.title = title
+
+
 class CsrfRefusedError(Exception):
     """A state-changing request without this session's CSRF token, or from another origin."""
 

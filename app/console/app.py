@@ -21,7 +21,14 @@ from fastapi.templating import Jinja2Templates
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from app.api import operations
-from app.console.access import CsrfRefusedError, LoginRequiredError, Viewer, check_csrf, current_viewer
+from app.console.access import (
+    AdminScopeRequiredError,
+    CsrfRefusedError,
+    LoginRequiredError,
+    Viewer,
+    check_csrf,
+    current_viewer,
+)
 from app.console.charts import line_chart
 from app.console.history import Sample, ServiceHistory, counts_of, ingest_latency_buckets
 from app.console.session import COOKIE_NAME, ConsoleSessions
@@ -108,6 +115,10 @@ def install_console(app: FastAPI, runtime: Runtime) -> Console:
         response = RedirectResponse(target, status_code=303)
         response.delete_cookie(COOKIE_NAME, path=PREFIX)
         return response
+
+    @app.exception_handler(AdminScopeRequiredError)
+    async def admin_scope_required(request: Request, exc: AdminScopeRequiredError) -> Response:
+        return console.page(request, "forbidden.html", exc.viewer, status_code=403, title=exc.title)
 
     @app.exception_handler(CsrfRefusedError)
     async def csrf_refused(request: Request, exc: CsrfRefusedError) -> Response:

@@ -8,8 +8,6 @@ and newest samples of their request-duration histogram.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 import logging
 import math
@@ -21,6 +19,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from app.background import BackgroundLoop
 from app.observability import service_view
 
 logger = logging.getLogger(__name__)
@@ -103,24 +102,16 @@ class ServiceHistory:
         self._read = read
         self.interval = interval
         self.samples: deque[Sample] = deque(maxlen=int(span / interval) + 1)
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundLoop("console-history", self._sample, interval, logger=logger)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="console history")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._loop.stop()
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                self.samples.append(await self._read())
-            except Exception:  # a figure missing from one sample must not end the chart
-                logger.warning("console: sampling the service's figures failed", exc_info=True)
-            await asyncio.sleep(self.interval)
+    async def _sample(self) -> None:
+        self.samples.append(await self._read())
 
     def rates(self, latest: Sample | None = None) -> list[tuple[float, dict[str, float]]]:
         """Per-second rates between consecutive samples (and `latest`, taken now), at each interval's end."""

@@ -11,7 +11,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from app.console.access import Viewer, console_scopes
+from app.console.access import AdminScopeRequiredError, Viewer, console_scopes
 from app.console.admin_api import AdminApi, Answer
 from app.console.app import PREFIX, Console, changing, console_of
 from app.console.session import COOKIE_NAME
@@ -25,10 +25,13 @@ def _api(request: Request, viewer: Viewer) -> AdminApi:
     return AdminApi(request.app, viewer.key, request.headers.get("x-request-id"))
 
 
-def _needs_admin(console: Console, request: Request, viewer: Viewer, title: str) -> HTMLResponse | None:
-    if viewer.is_admin:
-        return None
-    return console.page(request, "forbidden.html", viewer, status_code=403, title=title)
+def _admin_page(request: Request, title: str) -> tuple[Console, Viewer]:
+    """The console and viewer of a page only admin keys see; a metrics key gets a 403 page."""
+    console = console_of(request)
+    viewer = console.viewer(request)
+    if not viewer.is_admin:
+        raise AdminScopeRequiredError(viewer, title)
+    return console, viewer
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -202,11 +205,7 @@ async def rules(request: Request) -> Response:
 @router.get("/rules/{rule_id}/edit")
 async def edit_rule(request: Request, rule_id: str) -> Response:
     """A rule's edit form (a fragment, fetched when its Edit is opened: thousands of rules stay light)."""
-    console = console_of(request)
-    viewer = console.viewer(request)
-    refused = _needs_admin(console, request, viewer, "Routing rules")
-    if refused is not None:
-        return refused
+    console, viewer = _admin_page(request, "Routing rules")
     answer = await _api(request, viewer).get(f"/admin/routing-rules/{rule_id}")
     return console.page(
         request,
@@ -221,11 +220,7 @@ async def _rules_page(
     request: Request, *, status_code: int = 200, message: str | None = None, error: str | None = None,
     draft: str | None = None,
 ) -> Response:  # fmt: skip
-    console = console_of(request)
-    viewer = console.viewer(request)
-    refused = _needs_admin(console, request, viewer, "Routing rules")
-    if refused is not None:
-        return refused
+    console, viewer = _admin_page(request, "Routing rules")
     answer = await _api(request, viewer).get("/admin/routing-rules")
     rows = answer.body["rules"] if answer.ok else []
     return console.page(
@@ -317,11 +312,7 @@ async def _event_types_page(
     request: Request, *, status_code: int = 200, message: str | None = None, error: str | None = None,
     draft: str | None = None,
 ) -> Response:  # fmt: skip
-    console = console_of(request)
-    viewer = console.viewer(request)
-    refused = _needs_admin(console, request, viewer, "Event types")
-    if refused is not None:
-        return refused
+    console, viewer = _admin_page(request, "Event types")
     answer = await _api(request, viewer).get("/admin/event-types")
     return console.page(
         request,
@@ -375,11 +366,7 @@ async def _event_type_page(
     request: Request, name: str, *, status_code: int = 200, message: str | None = None,
     error: str | None = None, draft: str | None = None, compare: int | None = None,
 ) -> Response:  # fmt: skip
-    console = console_of(request)
-    viewer = console.viewer(request)
-    refused = _needs_admin(console, request, viewer, "Event types")
-    if refused is not None:
-        return refused
+    console, viewer = _admin_page(request, "Event types")
     api = _api(request, viewer)
     answer = await api.get(f"/admin/event-types/{name}")
     if not answer.ok:
@@ -434,11 +421,7 @@ async def evolve_event_type(request: Request, name: str) -> Response:
 @router.get("/topics")
 async def topics(request: Request, group: str = "") -> Response:
     """The page at once; its table comes from `/topics/table` (Kafka answers in its own time)."""
-    console = console_of(request)
-    viewer = console.viewer(request)
-    refused = _needs_admin(console, request, viewer, "Topics")
-    if refused is not None:
-        return refused
+    console, viewer = _admin_page(request, "Topics")
     lag = await _api(request, viewer).get(f"/admin/consumer-groups/{group}/lag") if group.strip() else None
     return console.page(
         request,
@@ -453,11 +436,7 @@ async def topics(request: Request, group: str = "") -> Response:
 
 @router.get("/topics/table")
 async def topics_table(request: Request) -> Response:
-    console = console_of(request)
-    viewer = console.viewer(request)
-    refused = _needs_admin(console, request, viewer, "Topics")
-    if refused is not None:
-        return refused
+    console, viewer = _admin_page(request, "Topics")
     answer = await _api(request, viewer).get("/admin/topics")
     return console.page(
         request,
@@ -485,11 +464,7 @@ async def _dlq_page(
     error: str | None = None,
 ) -> Response:  # fmt: skip
     """The page at once; the records come from `/dlq/records` (reading them takes a Kafka consumer)."""
-    console = console_of(request)
-    viewer = console.viewer(request)
-    refused = _needs_admin(console, request, viewer, "Dead letters")
-    if refused is not None:
-        return refused
+    console, viewer = _admin_page(request, "Dead letters")
     return console.page(
         request,
         "dlq.html",
@@ -507,11 +482,7 @@ async def _dlq_page(
 async def dead_letter_records(
     request: Request, reason: str = "", original_topic: str = "", since: str = "", until: str = ""
 ) -> Response:
-    console = console_of(request)
-    viewer = console.viewer(request)
-    refused = _needs_admin(console, request, viewer, "Dead letters")
-    if refused is not None:
-        return refused
+    console, viewer = _admin_page(request, "Dead letters")
     filters = {"reason": reason, "original_topic": original_topic, "since": since, "until": until}
     answer = await _api(request, viewer).get("/admin/dlq", limit=DLQ_PEEK)
     records = answer.body.get("records", []) if answer.ok else []
@@ -583,11 +554,7 @@ async def _keys_page(
     request: Request, *, status_code: int = 200, created: Any = None, message: str | None = None,
     error: str | None = None,
 ) -> Response:  # fmt: skip
-    console = console_of(request)
-    viewer = console.viewer(request)
-    refused = _needs_admin(console, request, viewer, "API keys")
-    if refused is not None:
-        return refused
+    console, viewer = _admin_page(request, "API keys")
     answer = await _api(request, viewer).get("/admin/api-keys")
     return console.page(
         request,
@@ -631,11 +598,7 @@ async def revoke_key(request: Request, key_id: str) -> Response:
 
 @router.get("/audit")
 async def audit(request: Request, action: str = "", before_id: int | None = None) -> Response:
-    console = console_of(request)
-    viewer = console.viewer(request)
-    refused = _needs_admin(console, request, viewer, "Audit trail")
-    if refused is not None:
-        return refused
+    console, viewer = _admin_page(request, "Audit trail")
     answer = await _api(request, viewer).get("/admin/audit", action=action, before_id=before_id, limit=100)
     return console.page(
         request,
