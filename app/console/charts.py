@@ -47,9 +47,9 @@ def line_chart(points: list[tuple[float, dict[str, float]]], span_seconds: float
             )
     for minutes in range(0, int(span_seconds // 60) + 1, 5):
         at = end - minutes * 60
-        label = "now" if minutes == 0 else f"-{minutes}m"
+        label, anchor = ("now", "end") if minutes == 0 else (f"-{minutes}m", "middle")
         parts.append(
-            f'<text x="{x(at):.1f}" y="{HEIGHT - 4}" class="tick" text-anchor="middle">{label}</text>'
+            f'<text x="{x(at):.1f}" y="{HEIGHT - 4}" class="tick" text-anchor="{anchor}">{label}</text>'
         )
     for name, color in COLORS.items():
         coordinates = " ".join(f"{x(at):.1f},{y(rates.get(name, 0.0)):.1f}" for at, rates in shown)
