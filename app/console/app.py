@@ -8,6 +8,7 @@ script could run even if it were not.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass
@@ -72,12 +73,13 @@ class Console:
 
     async def sample(self) -> Sample:
         """The service's figures now (every worker's, as `/metrics/publisher` reports them)."""
-        metrics = await operations.publisher_metrics(self.runtime, "service")
-        return Sample(
-            at=time.time(),
-            counts=counts_of(metrics),
-            latency_buckets=ingest_latency_buckets(self.runtime.registry),
-        )
+        return await self.sample_of(await operations.publisher_metrics(self.runtime, "service"))
+
+    async def sample_of(self, metrics: dict[str, Any]) -> Sample:
+        """A sample from a `/metrics/publisher` body already at hand, and the latency histogram now
+        (read in a thread: with several workers it comes from their files)."""
+        buckets = await asyncio.to_thread(ingest_latency_buckets, self.runtime.registry)
+        return Sample(at=time.time(), counts=counts_of(metrics), latency_buckets=buckets)
 
 
 def console_of(request: Request) -> Console:

@@ -122,7 +122,11 @@ async def _live(request: Request, viewer: Viewer) -> dict[str, Any]:
     metrics = await api.get("/metrics/publisher")
     health = await api.get("/metrics/publisher/health")
     ready = await api.get("/readyz")
-    latest = await console.sample()
+    latest = (
+        await console.sample_of(metrics.body)
+        if metrics.ok and isinstance(metrics.body, dict)
+        else await console.sample()
+    )
     points = console.history.rates(latest)
     p50, p99 = console.history.latency(latest)
     return {
