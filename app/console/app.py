@@ -82,6 +82,16 @@ class Console:
         return Sample(at=time.time(), counts=counts_of(metrics), latency_buckets=buckets)
 
 
+def console_templates() -> Jinja2Templates:
+    """The pages' templates (autoescaped: they are .html), with the console's filters."""
+    templates = Jinja2Templates(directory=_HERE / "templates")
+    templates.env.filters["json"] = _json
+    templates.env.filters["json_pretty"] = _pretty_json
+    templates.env.filters["when"] = _when
+    templates.env.globals["line_chart"] = line_chart
+    return templates
+
+
 def console_of(request: Request) -> Console:
     console: Console = request.app.state.console
     return console
@@ -90,10 +100,7 @@ def console_of(request: Request) -> Console:
 def install_console(app: FastAPI, runtime: Runtime) -> Console:
     """Add the console's pages, assets and error pages to `app`; the caller starts and stops its history."""
     settings = runtime.settings
-    templates = Jinja2Templates(directory=_HERE / "templates")
-    templates.env.filters["json"] = _json
-    templates.env.filters["json_pretty"] = _pretty_json
-    templates.env.globals["line_chart"] = line_chart
+    templates = console_templates()
     console = Console(
         runtime=runtime,
         sessions=ConsoleSessions(
@@ -145,6 +152,13 @@ def _json(value: Any) -> str:
     """JSON as text for the page: autoescaping makes it safe HTML. (Jinja's `tojson` would also turn
     `<` and `>` into escapes meant for scripts, which operators would then read.)"""
     return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _when(epoch_seconds: Any) -> str:
+    """A Unix time as the pages show times (UTC, to the second)."""
+    if not isinstance(epoch_seconds, int | float):
+        return str(epoch_seconds or "")
+    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _pretty_json(value: Any) -> str:
