@@ -31,7 +31,7 @@ from app.console.access import (
     current_viewer,
 )
 from app.console.charts import line_chart
-from app.console.history import Sample, ServiceHistory, counts_of, ingest_latency_buckets
+from app.console.history import Sample, ServiceHistory, counts_of, request_figures
 from app.console.session import COOKIE_NAME, ConsoleSessions
 from app.runtime import Runtime
 
@@ -76,10 +76,14 @@ class Console:
         return await self.sample_of(await operations.publisher_metrics(self.runtime, "service"))
 
     async def sample_of(self, metrics: dict[str, Any]) -> Sample:
-        """A sample from a `/metrics/publisher` body already at hand, and the latency histogram now
-        (read in a thread: with several workers it comes from their files)."""
-        buckets = await asyncio.to_thread(ingest_latency_buckets, self.runtime.registry)
-        return Sample(at=time.time(), counts=counts_of(metrics), latency_buckets=buckets)
+        """A sample from a `/metrics/publisher` body already at hand, and the request figures now
+        (read in a thread: with several workers they come from their files)."""
+        figures = await asyncio.to_thread(request_figures, self.runtime.registry)
+        return Sample(
+            at=time.time(),
+            counts={**counts_of(metrics), "accepted": figures.accepted},
+            latency_buckets=figures.latency_buckets,
+        )
 
 
 def console_templates() -> Jinja2Templates:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from markupsafe import Markup, escape
 
 COLORS = {
+    "accepted": "#2c5282",
     "published": "#2b7a3d",
     "spooled": "#b7791f",
     "dlq": "#c53030",

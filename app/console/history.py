@@ -24,7 +24,7 @@ from app.observability import service_view
 
 logger = logging.getLogger(__name__)
 
-SERIES = ("published", "spooled", "dlq", "rejected", "duplicate")
+SERIES = ("accepted", "published", "spooled", "dlq", "rejected", "duplicate")
 INGEST_HANDLER_PREFIX = "/v1/events"
 
 
@@ -47,9 +47,17 @@ def counts_of(metrics: dict[str, object]) -> dict[str, int]:
     }
 
 
-def ingest_latency_buckets(registry: CollectorRegistry) -> dict[float, float]:
-    """The ingest routes' request-duration histogram, summed over routes (and over workers when the
-    service runs several: read from the multiprocess files)."""
+@dataclass(frozen=True, slots=True)
+class RequestFigures:
+    """What the overview reads from the service's Prometheus figures rather than the publisher's."""
+
+    accepted: int  # events answered `accepted` (Kafka acknowledged them)
+    latency_buckets: dict[float, float]  # the ingest routes' request durations: bound -> cumulative count
+
+
+def request_figures(registry: CollectorRegistry) -> RequestFigures:
+    """Accepted events and the ingest routes' request-duration histogram, summed over event types and
+    routes (and over workers when the service runs several: read from the multiprocess files)."""
     directory = service_view.multiprocess_directory()
     families: Iterable[Metric]
     if directory is not None:
@@ -58,17 +66,18 @@ def ingest_latency_buckets(registry: CollectorRegistry) -> dict[float, float]:
         families = shared.collect()
     else:
         families = registry.collect()
+    accepted = 0
     buckets: dict[float, float] = {}
     for family in families:
-        if family.name != "http_request_duration_seconds":
-            continue
         for sample in family.samples:
-            if sample.name.endswith("_bucket") and sample.labels.get("handler", "").startswith(
-                INGEST_HANDLER_PREFIX
-            ):
+            if sample.name == "event_ingest_events_total" and sample.labels.get("status") == "accepted":
+                accepted += int(sample.value)
+            elif sample.name == "http_request_duration_seconds_bucket" and sample.labels.get(
+                "handler", ""
+            ).startswith(INGEST_HANDLER_PREFIX):
                 bound = float(sample.labels["le"])
                 buckets[bound] = buckets.get(bound, 0.0) + sample.value
-    return buckets
+    return RequestFigures(accepted, buckets)
 
 
 def quantile(buckets: dict[float, float], q: float) -> float | None:

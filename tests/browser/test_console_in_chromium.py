@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Page, Route, expect
+from playwright.sync_api import Locator, Page, Route, expect
 
 from tests.browser.conftest import ConsoleService, screenshot
 from tests.conftest import activity_event, attempt
@@ -80,8 +80,12 @@ def test_live_figures_move_while_events_are_posted(
     page: Page, console_service: ConsoleService, tmp_path: Path
 ) -> None:
     _log_in(page, console_service, console_service.admin_key)
-    published = page.locator("[data-total=published]")
-    before = int(published.inner_text().replace(",", ""))
+    accepted, published = page.locator("[data-total=accepted]"), page.locator("[data-total=published]")
+
+    def total(figure: Locator) -> int:
+        return int(figure.inner_text().replace(",", ""))
+
+    before = (total(accepted), total(published))
     with httpx.Client(
         base_url=console_service.url, headers={"Authorization": f"Bearer {console_service.ingest_key}"}
     ) as client:
@@ -90,10 +94,13 @@ def test_live_figures_move_while_events_are_posted(
                 "/v1/events/attempts", json=attempt(user_id=f"live-{n}", quality=3), timeout=15
             )
             assert answer.status_code == 202, answer.text
-    deadline = time.monotonic() + 20  # the overview polls every 2 s
-    while time.monotonic() < deadline and int(published.inner_text().replace(",", "")) < before + 5:
+    deadline = time.monotonic() + 20  # the overview refreshes every 2 s
+    while time.monotonic() < deadline and not (
+        total(accepted) >= before[0] + 5 and total(published) >= before[1] + 5
+    ):
         page.wait_for_timeout(250)
-    assert int(published.inner_text().replace(",", "")) >= before + 5
+    assert total(accepted) >= before[0] + 5
+    assert total(published) >= before[1] + 5  # quality 3: one topic each
     expect(page.locator("[data-ready]")).to_have_attribute("data-ready", "true")
     expect(page.locator("svg.chart")).to_be_visible()
     screenshot(page, "overview", tmp_path)

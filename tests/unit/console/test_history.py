@@ -79,7 +79,7 @@ def test_the_chart_is_svg_with_a_line_per_series_and_nothing_from_the_data_unesc
     points = [(1000.0 + n * 5, {"published": float(n), "dlq": 0.0}) for n in range(10)]
     svg = str(line_chart(points))
     assert svg.startswith("<svg")
-    assert svg.count("<polyline") == 5  # a series missing from the points is drawn at zero
+    assert svg.count("<polyline") == 6  # a series missing from the points is drawn at zero
     assert 'data-series="published"' in svg
     assert "<script" not in svg
     assert str(line_chart([])).startswith("<svg")
