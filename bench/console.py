@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -146,6 +148,16 @@ def _time_pages(url: str, key: str, repeats: int) -> list[dict[str, Any]]:
     return rows
 
 
+@contextmanager
+def _broker(brokers: str) -> Iterator[str]:
+    """`brokers` when given, else a development broker of this run's own."""
+    if brokers:
+        yield brokers
+        return
+    with DevBroker(free_port()) as broker:
+        yield broker.bootstrap
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -155,18 +167,23 @@ def main() -> None:
     parser.add_argument("--dead-letters", type=int, default=3000)
     parser.add_argument("--audit-changes", type=int, default=150)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument(
+        "--brokers",
+        default="",
+        help="a running cluster (e.g. `make kafka-up`'s) instead of a development broker",
+    )
     options = parser.parse_args()
     key = generate_key()
-    with tempfile.TemporaryDirectory(prefix="bench-console-") as tmp, DevBroker(free_port()) as broker:
+    with tempfile.TemporaryDirectory(prefix="bench-console-") as tmp, _broker(options.brokers) as bootstrap:
         database = f"sqlite:///{Path(tmp) / 'console.db'}"
         migrations.upgrade(database)
         port = free_port()
-        env = _service_env(broker.bootstrap, database, port, 1, **_seed_files(Path(tmp), options))
+        env = _service_env(bootstrap, database, port, 1, **_seed_files(Path(tmp), options))
         env["API_KEYS"] = json.dumps([{"name": "ops", "key": key, "scopes": ["admin", "metrics"]}])
         with _process([PYTHON, "-m", "app"], env, port, Path(tmp) / "service.log"):
             url = f"http://127.0.0.1:{port}"
             with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
-                _fill(client, options, broker.bootstrap)
+                _fill(client, options, bootstrap)
             rows = _time_pages(url, key, options.repeats)
     print(f"\n{'page':40} {'median':>9} {'p90':>9} {'KiB':>8} {'rows':>6}  under {TARGET_MS:.0f} ms")
     for row in rows:
