@@ -97,8 +97,10 @@ def console_service(
         _stop(process)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # Module scope, not session: Playwright's sync API runs an event loop in this thread while it is
+    # open, and the asyncio tests after this module could not start theirs.
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         try:
