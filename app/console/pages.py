@@ -22,7 +22,8 @@ DLQ_PEEK = 500  # the most the admin route shows at once
 
 
 def _api(request: Request, viewer: Viewer) -> AdminApi:
-    return AdminApi(request.app, viewer.key, request.headers.get("x-request-id"))
+    # The page's request id goes with its calls: one id for the page and its admin calls in the logs.
+    return AdminApi(request.app, viewer.key, request.scope.get("state", {}).get("request_id"))
 
 
 def _admin_page(request: Request, title: str) -> tuple[Console, Viewer]:

@@ -134,6 +134,7 @@ async def test_changes_need_the_sessions_csrf_token_and_this_origin(console: htt
     assert (await console.get("/admin/routing-rules/csrf", headers=admin)).status_code == 200
     audit = (await console.get("/admin/audit?action=routing_rule", headers=admin)).json()
     assert audit["entries"][0]["key_name"] == "ops"  # the console's change is the key's, in the trail
+    assert audit["entries"][0]["request_id"] == saved.headers["x-request-id"]  # and the page's request
 
     # htmx sends the token as a header.
     test = await console.post(
