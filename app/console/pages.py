@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import orjson
 from fastapi import APIRouter, Request
@@ -24,6 +24,12 @@ DLQ_PEEK = 500  # the most the admin route shows at once
 def _api(request: Request, viewer: Viewer) -> AdminApi:
     # The page's request id goes with its calls: one id for the page and its admin calls in the logs.
     return AdminApi(request.app, viewer.key, request.scope.get("state", {}).get("request_id"))
+
+
+def _segment(value: str) -> str:
+    """A name from the page's URL or form as one path segment of an admin call: a `?`, `#` or `/` in
+    it must not turn into a query, a fragment or another route."""
+    return quote(value, safe="")
 
 
 def _admin_page(request: Request, title: str) -> tuple[Console, Viewer]:
@@ -211,7 +217,7 @@ async def rules(request: Request) -> Response:
 async def edit_rule(request: Request, rule_id: str) -> Response:
     """A rule's edit form (a fragment, fetched when its Edit is opened: thousands of rules stay light)."""
     console, viewer = _admin_page(request, "Routing rules")
-    answer = await _api(request, viewer).get(f"/admin/routing-rules/{rule_id}")
+    answer = await _api(request, viewer).get(f"/admin/routing-rules/{_segment(rule_id)}")
     return console.page(
         request,
         "rule_edit.html",
@@ -257,7 +263,7 @@ async def save_rule(request: Request) -> Response:
         return await _rules_page(request, status_code=422, error=problem, draft=draft)
     api = _api(request, viewer)
     if form.get("replace") and isinstance(rule.get("id"), str):
-        answer = await api.call("PUT", f"/admin/routing-rules/{rule['id']}", json=rule)
+        answer = await api.call("PUT", f"/admin/routing-rules/{_segment(rule['id'])}", json=rule)
     else:
         answer = await api.call("POST", "/admin/routing-rules", json=rule)
     if not answer.ok:
@@ -270,7 +276,7 @@ async def set_rule_enabled(request: Request, rule_id: str) -> Response:
     viewer = await changing(request)
     enabled = (await _form(request)).get("enabled") == "true"
     answer = await _api(request, viewer).call(
-        "PATCH", f"/admin/routing-rules/{rule_id}", json={"enabled": enabled}
+        "PATCH", f"/admin/routing-rules/{_segment(rule_id)}", json={"enabled": enabled}
     )
     if not answer.ok:
         return await _rules_page(request, status_code=answer.status, error=answer.error)
@@ -280,7 +286,7 @@ async def set_rule_enabled(request: Request, rule_id: str) -> Response:
 @router.post("/rules/{rule_id}/delete")
 async def delete_rule(request: Request, rule_id: str) -> Response:
     viewer = await changing(request)
-    answer = await _api(request, viewer).call("DELETE", f"/admin/routing-rules/{rule_id}")
+    answer = await _api(request, viewer).call("DELETE", f"/admin/routing-rules/{_segment(rule_id)}")
     if not answer.ok:
         return await _rules_page(request, status_code=answer.status, error=answer.error)
     return await _rules_page(request, message=f"Rule {rule_id} deleted.")
@@ -373,14 +379,14 @@ async def _event_type_page(
 ) -> Response:  # fmt: skip
     console, viewer = _admin_page(request, "Event types")
     api = _api(request, viewer)
-    answer = await api.get(f"/admin/event-types/{name}")
+    answer = await api.get(f"/admin/event-types/{_segment(name)}")
     if not answer.ok:
         return console.page(request, "message.html", viewer, answer.status, title=name, error=answer.error)
     view = answer.body
     versions = view.get("versions") or [view.get("version", 1)]
     latest = max(versions)
     other = compare if compare in versions else (latest - 1 if latest - 1 in versions else None)
-    older = await api.get(f"/admin/event-types/{name}/versions/{other}") if other else None
+    older = await api.get(f"/admin/event-types/{_segment(name)}/versions/{other}") if other else None
     return console.page(
         request,
         "event_type.html",
@@ -410,7 +416,9 @@ async def evolve_event_type(request: Request, name: str) -> Response:
     schema, problem = _parse_json(draft, "The schema")
     if problem is not None:
         return await _event_type_page(request, name, status_code=422, error=problem, draft=draft)
-    answer = await _api(request, viewer).call("PUT", f"/admin/event-types/{name}/schema", json=schema)
+    answer = await _api(request, viewer).call(
+        "PUT", f"/admin/event-types/{_segment(name)}/schema", json=schema
+    )
     if not answer.ok:
         return await _event_type_page(
             request, name, status_code=answer.status, error=answer.error, draft=draft
@@ -427,7 +435,11 @@ async def evolve_event_type(request: Request, name: str) -> Response:
 async def topics(request: Request, group: str = "") -> Response:
     """The page at once; its table comes from `/topics/table` (Kafka answers in its own time)."""
     console, viewer = _admin_page(request, "Topics")
-    lag = await _api(request, viewer).get(f"/admin/consumer-groups/{group}/lag") if group.strip() else None
+    lag = (
+        await _api(request, viewer).get(f"/admin/consumer-groups/{_segment(group)}/lag")
+        if group.strip()
+        else None
+    )
     return console.page(
         request,
         "topics.html",
@@ -595,7 +607,7 @@ async def create_key(request: Request) -> Response:
 @router.post("/keys/{key_id}/revoke")
 async def revoke_key(request: Request, key_id: str) -> Response:
     viewer = await changing(request)
-    answer = await _api(request, viewer).call("DELETE", f"/admin/api-keys/{key_id}")
+    answer = await _api(request, viewer).call("DELETE", f"/admin/api-keys/{_segment(key_id)}")
     if not answer.ok:
         return await _keys_page(request, status_code=answer.status, error=answer.error)
     return await _keys_page(request, message=f"Key {key_id} revoked.")

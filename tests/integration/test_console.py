@@ -149,6 +149,10 @@ async def test_changes_need_the_sessions_csrf_token_and_this_origin(console: htt
 async def test_admin_errors_are_shown_and_change_nothing(console: httpx.AsyncClient) -> None:
     await _login(console, ADMIN_KEY)
     token = _csrf((await console.get("/console/rules")).text)
+    # A name with `?` stays one path segment: not "delete all-attempts" with a query.
+    tricked = await console.post("/console/rules/all-attempts%3Fx/delete", data={CSRF_FIELD: token})
+    assert tricked.status_code == 404
+    assert "no routing rule &#39;all-attempts?x&#39;" in tricked.text
     not_json = await console.post("/console/rules", data={"rule": "{not json", CSRF_FIELD: token})
     assert not_json.status_code == 422
     assert "The rule is not JSON" in not_json.text
