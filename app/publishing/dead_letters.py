@@ -21,7 +21,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.publishing.topic_admin import KafkaAdmin, with_leaders
+from app.publishing.topic_admin import KafkaAdmin
 
 DLQ_HEADERS = frozenset({"dlq_reason", "dlq_timestamp", "original_topic", "dlq_attempts"})
 
@@ -151,8 +151,7 @@ class DeadLetters:
         self.group_prefix = group_prefix
 
     def _consumer(self, group: str) -> Consumer:
-        """A consumer of the dead-letter topic (which exists: callers checked its partitions)."""
-        consumer = Consumer(
+        return Consumer(
             {
                 **self.admin.connection,
                 "logger": logging.getLogger("librdkafka"),
@@ -163,8 +162,6 @@ class DeadLetters:
                 "fetch.wait.max.ms": 50,
             }
         )
-        with_leaders(consumer, self.admin.timeout, self.topic)
-        return consumer
 
     def _partitions(self) -> list[int]:
         metadata = self.admin.client.list_topics(timeout=self.admin.timeout).topics.get(self.topic)

@@ -58,17 +58,6 @@ class TopicReport:
         }
 
 
-def with_leaders(consumer: Consumer, timeout: float, topic: str | None = None) -> None:
-    """Load the partitions' leaders into a new consumer before `assign`: assigned while it knows no
-    leader yet, librdkafka retries resolving the start offset only after a fixed 500 ms, which was
-    most of what an offsets or dead-letter read took (measured: ~500 ms -> 5-70 ms). `topic`: only
-    that one (it must exist: naming a missing topic makes some brokers create it)."""
-    if topic is None:
-        consumer.list_topics(timeout=timeout)
-    else:
-        consumer.list_topics(topic, timeout=timeout)
-
-
 class KafkaAdmin:
     """Topic creation and inspection against one cluster."""
 
@@ -194,7 +183,6 @@ class KafkaAdmin:
             }
         )
         try:
-            with_leaders(consumer, self.timeout)
             consumer.assign([TopicPartition(tp.topic, tp.partition, OFFSET_END) for tp in wanted])
             missing = list(wanted)
             deadline = time.monotonic() + self.timeout
