@@ -100,8 +100,7 @@ def _refused(exc: SchemaRefusedError) -> RequestValidationError:
 
 
 def _types(runtime: Runtime) -> Response:
-    body = EventTypeList(version=runtime.event_types.version, event_types=runtime.event_types.views())
-    return JsonResponse(body.model_dump(mode="json", by_alias=True))
+    return Response(runtime.event_types.listing_json(), media_type="application/json")
 
 
 @router.get(

@@ -10,6 +10,7 @@ from functools import cache
 from typing import Any
 
 import jsonschema_rs
+import orjson
 
 from app.audit.trail import Actor
 from app.background import BackgroundLoop
@@ -98,6 +99,7 @@ class EventTypeRegistry:
         self.types: Mapping[str, RegisteredType] = {}
         self._loop = BackgroundLoop("event-types-sync", self._poll, interval, delay_first=True, logger=logger)
         self.lock = asyncio.Lock()  # one admin change at a time in this worker
+        self._listing: tuple[Mapping[str, RegisteredType], int, bytes] | None = None
 
     async def start(self) -> None:
         await self.reload()
@@ -109,8 +111,19 @@ class EventTypeRegistry:
     def get(self, name: str) -> RegisteredType | None:
         return self.types.get(name)
 
-    def views(self) -> list[EventTypeView]:
-        return [*builtin_views().values(), *(t.view() for t in self.types.values())]
+    def listing_json(self) -> bytes:
+        """`{"version": …, "event_types": [every view]}` as JSON, kept until the set changes: with
+        thousands of types, building the views was most of what a list request (or a console
+        page) cost, and the set changes rarely."""
+        types, version, cached = self.types, self.version, self._listing
+        if cached is not None and cached[0] is types and cached[1] == version:
+            return cached[2]
+        views = [*builtin_views().values(), *(t.view() for t in types.values())]
+        body = orjson.dumps(
+            {"version": version, "event_types": [v.model_dump(mode="json", by_alias=True) for v in views]}
+        )
+        self._listing = (types, version, body)
+        return body
 
     def view(self, name: str) -> EventTypeView | None:
         builtin = builtin_views().get(name)

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.publishing.topic_admin import KafkaAdmin
@@ -210,7 +210,8 @@ class DeadLetters:
         if not partitions:
             report.complete = True
             return report
-        ends = {p: hi for p, (_, hi) in self.admin.offsets(self.topic, partitions).items()}
+        marks = self.admin.offsets(self.topic, partitions)
+        ends = {p: hi for p, (_, hi) in marks.items()}
         consumer = self._consumer(group)
         producer = (
             None if dry_run else Producer({**self.producer_config, "enable.idempotence": True, "acks": "all"})
@@ -223,9 +224,12 @@ class DeadLetters:
 
         try:
             committed = consumer.committed([TopicPartition(self.topic, p) for p in partitions], timeout=10)
-            starts = {tp.partition: (tp.offset if tp.offset >= 0 else OFFSET_BEGINNING) for tp in committed}
-            pending = {p for p in partitions if starts[p] == OFFSET_BEGINNING or starts[p] < ends[p]}
-            pending = {p for p in pending if ends[p] > 0}
+            # A group's first replay starts at each partition's low mark as an absolute offset (a
+            # logical "beginning" would wait for librdkafka's 500 ms offset-resolution retry).
+            starts = {
+                tp.partition: (tp.offset if tp.offset >= 0 else marks[tp.partition][0]) for tp in committed
+            }
+            pending = {p for p in partitions if starts[p] < ends[p]}
             consumer.assign([TopicPartition(self.topic, p, starts[p]) for p in partitions])
             window_next: dict[int, int] = {}  # partition -> offset to commit once the window is acknowledged
             in_window = 0

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import (
-    OFFSET_END,
     Consumer,
     ConsumerGroupTopicPartitions,
     KafkaError,
@@ -167,7 +166,11 @@ class KafkaAdmin:
 
         Read from the watermarks a Fetch response carries, not from ListOffsets: the development
         broker answers ListOffsets with the last batch's base offset + 1 (docs/brokers.md), while
-        the high mark of a Fetch is right on it and on Apache Kafka alike.
+        the high mark of a Fetch is right on it and on Apache Kafka alike. The consumer starts at
+        the absolute offset 0, not at a logical end: a logical offset must first be resolved, and
+        librdkafka, which does not know the partitions' leaders yet right after `assign`, retries
+        that on a fixed 500 ms timer (most of what this took). Where retention has removed offset 0
+        the fetch is out of range and the consumer resets to the end: slower, still right.
         """
         wanted = [TopicPartition(topic, p) for topic, partitions in partitions_of.items() for p in partitions]
         result: dict[str, dict[int, tuple[int, int]]] = {topic: {} for topic in partitions_of}
@@ -180,10 +183,12 @@ class KafkaAdmin:
                 "group.id": f"event-ingest-watermarks-{uuid.uuid4().hex[:8]}",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 10,  # an empty fetch at the end should come back at once
+                "max.partition.fetch.bytes": 1,  # only the marks are wanted: one batch per partition
+                "auto.offset.reset": "latest",
             }
         )
         try:
-            consumer.assign([TopicPartition(tp.topic, tp.partition, OFFSET_END) for tp in wanted])
+            consumer.assign([TopicPartition(tp.topic, tp.partition, 0) for tp in wanted])
             missing = list(wanted)
             deadline = time.monotonic() + self.timeout
             while missing and time.monotonic() < deadline:

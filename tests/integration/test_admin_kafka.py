@@ -13,6 +13,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from app.factory import create_app
+from app.publishing.topic_admin import KafkaAdmin
 from tests.conftest import SettingsFactory, running
 from tests.kafka_helpers import create_topics
 from tests.services.brokers import Broker
@@ -82,3 +83,22 @@ async def test_consumer_group_lag(make_settings: SettingsFactory) -> None:
 
     assert lag["lag"] == 6
     assert lag["partitions"] == [{"topic": topic, "partition": 0, "committed": 4, "latest": 10, "lag": 6}]
+
+
+def test_watermarks_after_retention_removed_the_first_records(make_settings: SettingsFactory) -> None:
+    """The watermark reader starts at offset 0; where retention removed it, the marks are still right."""
+    settings = make_settings()
+    topic = f"marks.{uuid.uuid4().hex[:8]}"
+    create_topics(settings.kafka_brokers, [topic], partitions=1)
+    producer = Producer({"bootstrap.servers": settings.kafka_brokers})
+    for _ in range(10):
+        producer.produce(topic, value=b"x", partition=0)
+    producer.flush(10)
+    admin = AdminClient({"bootstrap.servers": settings.kafka_brokers})
+    try:
+        deleted = admin.delete_records([TopicPartition(topic, 0, 4)], request_timeout=10)
+        next(iter(deleted.values())).result(timeout=10)
+    except Exception as error:  # the development broker has no DeleteRecords
+        pytest.skip(f"the broker cannot delete records: {error}")
+
+    assert KafkaAdmin({"bootstrap.servers": settings.kafka_brokers}).offsets(topic, [0]) == {0: (4, 10)}
