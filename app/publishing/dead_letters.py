@@ -125,6 +125,14 @@ class DeadLetter:
         )
 
 
+def _header(message: Message, name: str) -> bytes:
+    headers = message.headers() or []
+    for key, value in headers.items() if isinstance(headers, dict) else headers:
+        if key == name:
+            return value if isinstance(value, bytes) else str(value or "").encode()
+    return b""
+
+
 @dataclass
 class ReplayReport:
     """What a replay did."""
@@ -174,7 +182,9 @@ class DeadLetters:
             return []
         marks = self.admin.offsets(self.topic, partitions)
         consumer = self._consumer(f"{self.group_prefix}-peek")
-        found: list[DeadLetter] = []
+        # Newest first by the time each was dead-lettered: sorted on that one header, and only the
+        # `limit` kept are read out in full (a page asks for hundreds out of thousands).
+        found: list[tuple[bytes, int, Message]] = []
         try:
             consumer.assign(
                 [TopicPartition(self.topic, p, max(lo, hi - limit)) for p, (lo, hi) in marks.items()]
@@ -182,17 +192,17 @@ class DeadLetters:
             remaining = {p for p, (lo, hi) in marks.items() if hi > lo}
             deadline = time.monotonic() + seconds
             while remaining and time.monotonic() < deadline:
-                message = consumer.poll(0.2)
-                if message is None or message.error() is not None:
-                    continue
-                record = DeadLetter.from_message(message)
-                found.append(record)
-                if record.offset + 1 >= marks[record.partition][1]:
-                    remaining.discard(record.partition)
+                for message in consumer.consume(limit, 0.2):
+                    if message.error() is not None:
+                        continue
+                    offset = message.offset() or 0
+                    found.append((_header(message, "dlq_timestamp"), offset, message))
+                    if offset + 1 >= marks[message.partition() or 0][1]:
+                        remaining.discard(message.partition() or 0)
         finally:
             consumer.close()
-        found.sort(key=lambda record: (record.headers.get("dlq_timestamp", ""), record.offset), reverse=True)
-        return [record.summary() for record in found[:limit]]
+        found.sort(key=lambda item: item[:2], reverse=True)
+        return [DeadLetter.from_message(message).summary() for _, _, message in found[:limit]]
 
     def replay(
         self,
