@@ -8,7 +8,13 @@ PY     := $(VENV)/bin/python
 PROJECTS := pyproject.toml packages/event-models/pyproject.toml packages/client/pyproject.toml
 STAMP  := $(VENV)/.installed-$(shell cat $(PROJECTS) | sha1sum | cut -c1-12)
 
-.PHONY: install run test chromium console-screenshots lint typecheck alerts postgres unit integration test-kafka kafka-up kafka-down proto clean bench bench-outage profile bench-compare
+# The analytics component runs in an environment of its own: Quix Streams caps confluent-kafka,
+# pydantic and pydantic-settings below the versions the service runs (packages/analytics).
+AVENV  := .venv-analytics
+APY    := $(AVENV)/bin/python
+ASTAMP := $(AVENV)/.installed-$(shell cat $(PROJECTS) packages/analytics/pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: analytics-install analytics install run test chromium console-screenshots lint typecheck alerts postgres unit integration test-kafka kafka-up kafka-down proto clean bench bench-outage profile bench-compare
 
 install: $(STAMP)
 
@@ -20,6 +26,19 @@ $(STAMP): $(PROJECTS)
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+analytics-install: $(ASTAMP)
+
+$(ASTAMP): $(PROJECTS) packages/analytics/pyproject.toml
+	$(PYTHON) -m venv $(AVENV)
+	$(APY) -m pip install --quiet --upgrade pip
+	$(APY) -m pip install --quiet -e packages/event-models -e . -e 'packages/analytics[dev]'
+	rm -f $(AVENV)/.installed-*
+	touch $@
+
+## analytics: the learning-analytics component alone (on KAFKA_BROKERS, or the dev broker of `make run`)
+analytics: analytics-install
+	$(AVENV)/bin/event-ingest-analytics
+
 ## run: migrate the database, start the service on PORT (and a local dev broker when KAFKA_BROKERS is unset)
 # Authentication is off for local development unless the environment or .env says otherwise.
 RUN_AUTH := $(if $(shell grep -s '^AUTH_ENABLED=' .env),,AUTH_ENABLED=$${AUTH_ENABLED:-false})
@@ -28,14 +47,24 @@ comma := ,
 RUN_TYPES := $(if $(shell grep -s '^EVENT_TYPES_FILES=' .env),,EVENT_TYPES_FILES=$${EVENT_TYPES_FILES-event_types/workflow.json$(comma)event_types/training.json})
 RUN_TOPICS := $(if $(shell grep -s '^KAFKA_ALLOWED_TOPICS=' .env),,KAFKA_ALLOWED_TOPICS=$${KAFKA_ALLOWED_TOPICS-workflow.events$(comma)training.events})
 
-run: install
+# ...and the learning-analytics component beside it, unless ANALYTICS_ENABLED=false (stopped with it).
+RUN_ANALYTICS := $(if $(filter false 0 no,$(ANALYTICS_ENABLED) $(shell sed -n 's/^ANALYTICS_ENABLED=//p' .env 2>/dev/null)),,yes)
+
+run: install $(if $(RUN_ANALYTICS),analytics-install)
 	$(VENV)/bin/event-ingest migrate
+ifeq ($(RUN_ANALYTICS),yes)
+	@$(AVENV)/bin/event-ingest-analytics & analytics=$$!; \
+	trap 'kill $$analytics 2>/dev/null; wait $$analytics' EXIT INT TERM; \
 	$(RUN_AUTH) $(RUN_TYPES) $(RUN_TOPICS) $(VENV)/bin/event-ingest serve
+else
+	$(RUN_AUTH) $(RUN_TYPES) $(RUN_TOPICS) $(VENV)/bin/event-ingest serve
+endif
 
 ## test: ruff, mypy, the alert rules' tests and the whole pytest suite (starts its own broker and
 ## PostgreSQL on free ports; the console's browser tests drive Debian's Chromium)
-test: install lint typecheck alerts postgres chromium
+test: install analytics-install lint typecheck alerts postgres chromium
 	$(PY) -m pytest
+	$(APY) -m pytest -q packages/analytics/tests
 
 ## chromium: Debian's Chromium for the browser tests (Playwright drives it; it never downloads one)
 chromium:
@@ -61,7 +90,7 @@ alerts:
 KAFKA_CLI := $(PY) -m tests.services.apache_kafka
 NEED_JAVA = @command -v java >/dev/null && command -v mvn >/dev/null || (echo "Apache Kafka needs Java 17+ and Maven (mvn) on PATH: install them (Debian: default-jdk-headless maven)" && false)
 
-test-kafka: install postgres
+test-kafka: install analytics-install postgres
 	$(NEED_JAVA)
 	$(KAFKA_CLI) install >/dev/null
 	TEST_BROKER=kafka $(PY) -m pytest tests/integration $(PYTEST_ARGS)
@@ -78,8 +107,9 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-typecheck: install
+typecheck: install analytics-install
 	$(VENV)/bin/mypy app packages/event-models/event_models packages/client/ingest_client tests bench
+	$(AVENV)/bin/mypy packages/analytics/learning_analytics packages/analytics/tests
 
 unit: install
 	$(PY) -m pytest tests/unit
@@ -92,7 +122,7 @@ proto: install
 	PYTHON=$(PY) scripts/gen_proto.sh
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .run .cache
+	rm -rf $(VENV) $(AVENV) .mypy_cache .ruff_cache .pytest_cache .run .cache
 
 # The load generator of bench, profile and bench-compare: Debian's wrk, installed when missing.
 NEED_WRK = @command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || (echo "install wrk" && false)

@@ -1,0 +1,3 @@
+from learning_analytics.main import main
+
+main()

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import pytest
+
+from app.config.settings import SettingsError
+from learning_analytics.settings import load_analytics_settings
+
+
+def test_defaults() -> None:
+    settings = load_analytics_settings()
+    assert (settings.window_ms, settings.grace_ms) == (3_600_000, 300_000)
+    assert settings.aggregate_set == {"learner", "item", "sessions"}
+
+
+def test_a_bad_setting_is_named_with_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANALYTICS_WINDOW", "soon")
+    with pytest.raises(SettingsError, match="ANALYTICS_WINDOW"):
+        load_analytics_settings()
+    monkeypatch.delenv("ANALYTICS_WINDOW")
+    with pytest.raises(SettingsError, match="ANALYTICS_AGGREGATES: hourly; choose from"):
+        load_analytics_settings(aggregates="learner,hourly")
+
+
+def test_consumer_properties_take_librdkafka_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANALYTICS_CONSUMER_CONFIG__SESSION_TIMEOUT_MS", "6000")
+    assert load_analytics_settings().consumer_config == {"session.timeout.ms": "6000"}
