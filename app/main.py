@@ -5,6 +5,8 @@ event-ingest [serve] [--host H] [--port P] [--workers N] [--reload]
                                       unset, serve (the default command)
 event-ingest migrate                  alembic upgrade head on DATABASE_URL
 event-ingest dev-broker [--port P]    a local development broker until Ctrl-C
+event-ingest analytics                the learning-analytics component (packages/analytics, in its
+                                      own environment: `make analytics`)
 
 Settings come from the environment and .env (see .env.example); a flag given here wins over them.
 The producers' command, `ingest` (send, tail, dlq, rules), is the client package's.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import logging
 import os
 import secrets
@@ -137,6 +140,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
+def cmd_analytics(_args: argparse.Namespace) -> int:
+    try:  # imported by name: it is not installed in the service's own environment
+        analytics = importlib.import_module("learning_analytics.main")
+    except ImportError:
+        raise CommandError(
+            "the analytics component is the package event-ingest-analytics (packages/analytics), which "
+            "needs an environment of its own (Quix Streams caps confluent-kafka and pydantic below the "
+            "service's): `make analytics`, or .venv-analytics/bin/event-ingest analytics"
+        ) from None
+    analytics.main()
+    return 0
+
+
 def _version() -> str:
     try:
         return version("event-ingest")
@@ -157,6 +173,8 @@ def parser() -> argparse.ArgumentParser:
     broker = commands.add_parser("dev-broker", help="run a local development broker until Ctrl-C")
     broker.add_argument("--port", type=int, default=9092)
     broker.set_defaults(run=cmd_dev_broker)
+    analytics = commands.add_parser("analytics", help="run the learning-analytics component (ANALYTICS_*)")
+    analytics.set_defaults(run=cmd_analytics)
     root.set_defaults(run=cmd_serve)
     return root
 

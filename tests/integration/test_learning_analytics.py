@@ -201,6 +201,7 @@ def analytics(analytics_env: dict[str, str], tmp_path: Path) -> Iterator[Analyti
         process.stop()
 
 
+@pytest.mark.timeout(300)
 def test_windows_by_event_time_exact_with_late_events_and_bad_input(
     analytics: AnalyticsProcess, analytics_env: dict[str, str]
 ) -> None:
