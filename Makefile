@@ -129,14 +129,15 @@ NEED_WRK = @command -v wrk >/dev/null || (apt-get update -qq && apt-get install 
 
 ## bench: the speed targets (defaults and shipped settings, medians of rounds, a plot), then the
 ## service vs bare FastAPI vs raw confluent-kafka survey, then taking events while Kafka is down, then
-## the console's pages with thousands of rows;
+## the console's pages with thousands of rows, then the learning analytics under the batch load;
 ## printed and written to bench/results/ (WORKERS=n, BENCH_TARGETS_ARGS="--rounds 3 --soak 300")
-bench: install postgres
+bench: install analytics-install postgres
 	$(NEED_WRK)
 	$(PY) bench/targets.py $(BENCH_TARGETS_ARGS)
 	$(PY) bench/run.py $(BENCH_ARGS)
 	$(PY) bench/outage.py $(BENCH_OUTAGE_ARGS)
 	$(PY) bench/console.py $(BENCH_CONSOLE_ARGS)
+	$(PY) bench/analytics.py $(BENCH_ANALYTICS_ARGS)
 
 ## bench-outage: batches with Kafka up, then down (breaker open), spool on SQLite and PostgreSQL
 bench-outage: install postgres

@@ -63,7 +63,14 @@ class AnalyticsMetrics:
                 if int(number) < 0 or partition.get("fetch_state") in (None, "none"):
                     continue
                 assigned += 1
-                self.lag.labels(topic, number).set(max(partition.get("consumer_lag", 0), 0))
+                # From the consumer's own position: under exactly-once the offsets are committed by
+                # the producer's transactions, which librdkafka's consumer_lag does not see.
+                end = partition.get("ls_offset", -1)
+                end = end if end >= 0 else partition.get("hi_offset", -1)
+                position = partition.get("app_offset", -1)
+                position = position if position >= 0 else partition.get("committed_offset", -1)
+                if end >= 0 and position >= 0:
+                    self.lag.labels(topic, number).set(max(end - position, 0))
                 committed = partition.get("committed_offset", -1001)
                 if committed >= 0:
                     gauge = self.committed.labels(topic, number)

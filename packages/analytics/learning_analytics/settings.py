@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.config.durations import Duration
 from app.config.settings import SettingsError, _describe
+from app.routing.topics import check_topic_name
 
 Aggregate = Literal["learner", "item", "sessions"]
 Guarantee = Literal["auto", "exactly-once", "at-least-once"]
@@ -57,6 +58,11 @@ class AnalyticsSettings(BaseSettings):
     @classmethod
     def _librdkafka_names(cls, value: dict[str, str]) -> dict[str, str]:
         return {key.lower().replace("_", "."): item for key, item in value.items()}
+
+    @field_validator("learner_topic", "item_topic", "session_topic", "dlq_topic", mode="after")
+    @classmethod
+    def _topic_name(cls, value: str) -> str:
+        return check_topic_name(value)
 
     @property
     def aggregate_set(self) -> frozenset[str]:

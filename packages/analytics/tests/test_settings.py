@@ -24,3 +24,21 @@ def test_a_bad_setting_is_named_with_its_variable(monkeypatch: pytest.MonkeyPatc
 def test_consumer_properties_take_librdkafka_names(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANALYTICS_CONSUMER_CONFIG__SESSION_TIMEOUT_MS", "6000")
     assert load_analytics_settings().consumer_config == {"session.timeout.ms": "6000"}
+
+
+def test_env_example_lists_every_setting() -> None:
+    from pathlib import Path
+
+    from learning_analytics.settings import AnalyticsSettings
+
+    listed = (Path(__file__).resolve().parents[3] / ".env.example").read_text()
+    missing = [f"ANALYTICS_{name.upper()}" for name in AnalyticsSettings.model_fields
+               if f"ANALYTICS_{name.upper()}" not in listed]  # fmt: skip
+    assert missing == [], f".env.example lacks {missing}"
+
+
+def test_topic_names_are_checked_as_the_service_checks_them() -> None:
+    with pytest.raises(
+        SettingsError, match="ANALYTICS_LEARNER_TOPIC='user stats': topic 'user stats' is not a legal"
+    ):
+        load_analytics_settings(learner_topic="user stats")
