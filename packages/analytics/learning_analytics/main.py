@@ -127,8 +127,13 @@ def build(
         producer_extra["batch.num.messages"] = 1
     status.update(guarantee=guarantee, cluster_id=cluster_id, consumer_group=analytics.consumer_group)
 
+    consumed: dict[str, Any] = {}
+
     def processed(topic: str, _partition: int, _offset: int) -> None:
-        metrics.consumed.labels(topic).inc()
+        counter = consumed.get(topic)
+        if counter is None:
+            counter = consumed[topic] = metrics.consumed.labels(topic)
+        counter.inc()
         metrics.last_processed.set(time.time())
 
     def processing_error(exc: BaseException, row: Any, _logger: Any) -> bool:

@@ -113,15 +113,18 @@ class Topology:
         grace_ms = self.settings.grace_ms
         metrics = self.metrics
 
+        late_events = metrics.late.labels(aggregate)
+
         def mark_late(value: dict[str, Any], state: State[str, Any]) -> dict[str, Any]:
-            # Kept per key in the topic's state store (changelogged like the windows).
-            latest, late = state.get("latest", 0), state.get("late", 0)
+            # Per key in the topic's state store (changelogged like the windows): the latest event
+            # time seen and the late events so far, as one entry (one read per event).
+            latest, late = state.get("clock", (0, 0))
             if aggregates.is_late(value["ts"], latest, duration_ms, grace_ms):
-                state.set("late", late + 1)
-                metrics.late.labels(aggregate).inc()
+                state.set("clock", (latest, late + 1))
+                late_events.inc()
                 return {**value, "late": True, "late_by_ms": latest - grace_ms - value["ts"]}
             if value["ts"] > latest:  # a write only when time moves on: each is a changelog record
-                state.set("latest", value["ts"])
+                state.set("clock", (value["ts"], late))
             return {**value, "late": False}
 
         marked = sdf.apply(mark_late, stateful=True)
@@ -134,9 +137,14 @@ class Topology:
             .to_topic(late_out)
         )
 
+        produced = metrics.produced.labels(aggregate)
+
         def emitted(window: dict[str, Any], state: State[str, Any]) -> dict[str, Any]:
-            metrics.produced.labels(aggregate).inc()
-            return {**record(window), "late_events_dropped": state.get("late", 0)}  # so far, for this key
+            produced.inc()
+            return {
+                **record(window),
+                "late_events_dropped": state.get("clock", (0, 0))[1],
+            }  # so far, for this key
 
         def closed_already(*_args: Any, **_kwargs: Any) -> bool:
             metrics.late.labels(aggregate).inc()  # marked above, so only if the two rules ever differ
