@@ -121,10 +121,13 @@ def build(
         )
     guarantee = guarantee_for(analytics, cluster_id)
     producer_extra: dict[str, Any] = {**settings.kafka_security_config()}
+    consumer_extra: dict[str, Any] = {}
     if cluster_id == DEV_BROKER_CLUSTER_ID:
         # The development broker answers ListOffsets with the last batch's base offset + 1: a
         # changelog written in batches then fails restoring (InvalidStoreChangelogOffset).
         producer_extra["batch.num.messages"] = 1
+        # It lets a group join take about half the session timeout (23 s at the default 45 s).
+        consumer_extra["session.timeout.ms"] = 6000
     status.update(guarantee=guarantee, cluster_id=cluster_id, consumer_group=analytics.consumer_group)
 
     consumed: dict[str, Any] = {}
@@ -156,6 +159,7 @@ def build(
         commit_interval=analytics.commit_interval.total_seconds(),
         consumer_extra_config={
             **settings.kafka_security_config(),
+            **consumer_extra,
             **analytics.consumer_config,
             "stats_cb": metrics.on_stats,
             "statistics.interval.ms": int(analytics.lag_interval.total_seconds() * 1000),
