@@ -148,6 +148,24 @@ def approx(windows: dict[tuple[str, str], dict[str, Any]]) -> dict[tuple[str, st
     }
 
 
+WINDOW_TOPICS = {
+    "learner": ("ANALYTICS_LEARNER_TOPIC", "user_id"),
+    "item": ("ANALYTICS_ITEM_TOPIC", "item_id"),
+    "sessions": ("ANALYTICS_SESSION_TOPIC", "user_id"),
+}
+
+
+def check_windows(env: dict[str, str], **wanted: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Each aggregate's topic holds exactly the windows `wanted` (by aggregate): with exact figures,
+    and on Apache Kafka (exactly-once) each window once."""
+    for aggregate, want in wanted.items():
+        setting, key_field = WINDOW_TOPICS[aggregate]
+        records = read_topic(env["KAFKA_BROKERS"], env[setting], len(want), timeout=90)
+        assert windows_of(records, key_field) == approx(want), aggregate
+        if not brokers.is_tansu():
+            assert len(records) == len(want), f"{aggregate}: a window written twice"
+
+
 def consumed(process: AnalyticsProcess) -> float:
     return sum(
         float(line.rsplit(" ", 1)[1])
@@ -246,19 +264,7 @@ def test_windows_by_event_time_exact_with_late_events_and_bad_input(
     want_learner = expected_learner(attempts, {})
     want_item = expected_item(attempts, {})
     want_sessions = expected_sessions(sessions, {})
-    learner_stats = read_topic(
-        env["KAFKA_BROKERS"], env["ANALYTICS_LEARNER_TOPIC"], len(want_learner), timeout=60
-    )
-    item_stats = read_topic(env["KAFKA_BROKERS"], env["ANALYTICS_ITEM_TOPIC"], len(want_item), timeout=60)
-    session_stats = read_topic(
-        env["KAFKA_BROKERS"], env["ANALYTICS_SESSION_TOPIC"], len(want_sessions), timeout=60
-    )
-    assert windows_of(learner_stats, "user_id") == approx(want_learner)
-    assert windows_of(item_stats, "item_id") == approx(want_item)
-    assert windows_of(session_stats, "user_id") == approx(want_sessions)
-    if not brokers.is_tansu():  # exactly-once: every window exactly once
-        assert len(learner_stats) == len(want_learner)
-        assert len(item_stats) == len(want_item)
+    check_windows(env, learner=want_learner, item=want_item, sessions=want_sessions)
 
     # 3. Events for the first hour now: beyond the grace for their learner and their item.
     late = [attempt_event(user, item, H0 + timedelta(minutes=10), rng) for user, item in pairs[:3]]
@@ -283,16 +289,7 @@ def test_windows_by_event_time_exact_with_late_events_and_bad_input(
     want_learner |= expected_learner(advance, late_by_learner)
     want_item |= expected_item(advance, late_by_item)
     want_sessions |= expected_sessions(later_sessions, {LEARNERS[0]: 1})
-    learner_stats = read_topic(
-        env["KAFKA_BROKERS"], env["ANALYTICS_LEARNER_TOPIC"], len(want_learner), timeout=60
-    )
-    item_stats = read_topic(env["KAFKA_BROKERS"], env["ANALYTICS_ITEM_TOPIC"], len(want_item), timeout=60)
-    session_stats = read_topic(
-        env["KAFKA_BROKERS"], env["ANALYTICS_SESSION_TOPIC"], len(want_sessions), timeout=60
-    )
-    assert windows_of(learner_stats, "user_id") == approx(want_learner)
-    assert windows_of(item_stats, "item_id") == approx(want_item)
-    assert windows_of(session_stats, "user_id") == approx(want_sessions)
+    check_windows(env, learner=want_learner, item=want_item, sessions=want_sessions)
 
     # Bad input: in the DLQ with a reason each, and it never stopped the component.
     dead = read_topic(env["KAFKA_BROKERS"], env["ANALYTICS_DLQ_TOPIC"], 4, timeout=30)
@@ -381,17 +378,6 @@ def test_two_processes_a_kill_and_restarts_with_and_without_state(
         send(
             sessions_topic, [session_event(user, DAY + timedelta(days=2), "started", 0) for user in LEARNERS]
         )
-        want_learner, want_sessions = expected_learner(sent, {}), expected_sessions(sessions, {})
-        learner_stats = read_topic(
-            env["KAFKA_BROKERS"], env["ANALYTICS_LEARNER_TOPIC"], len(want_learner), timeout=90
-        )
-        session_stats = read_topic(
-            env["KAFKA_BROKERS"], env["ANALYTICS_SESSION_TOPIC"], len(want_sessions), timeout=60
-        )
+        check_windows(env, learner=expected_learner(sent, {}), sessions=expected_sessions(sessions, {}))
     finally:
         fresh.stop()
-    assert windows_of(learner_stats, "user_id") == approx(want_learner)
-    assert windows_of(session_stats, "user_id") == approx(want_sessions)
-    if not brokers.is_tansu():
-        assert len(learner_stats) == len(want_learner)
-        assert len(session_stats) == len(want_sessions)
