@@ -173,7 +173,7 @@ def build(
         on_producer_error=producer_error,
         loglevel=None,
     )
-    Topology(app, analytics, topics, metrics).build()
+    Topology(app, analytics, topics, metrics, exactly_once=guarantee == "exactly-once").build()
     return app
 
 

@@ -31,6 +31,11 @@ class AnalyticsMetrics:
             "analytics_dead_letters", "Input records that cannot be used, written to the DLQ", ["topic"],
             registry=r,
         )  # fmt: skip
+        self.replayed = Counter(
+            "analytics_replayed_records_dropped",
+            "Re-keyed attempts seen twice after a crash (at-least-once), counted once",
+            registry=r,
+        )
         self.processing_errors = Counter(
             "analytics_processing_errors", "Errors while processing a record", registry=r
         )

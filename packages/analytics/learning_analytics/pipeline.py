@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from quixstreams import Application, State
+from quixstreams import Application, State, message_context
 from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.models import Topic
 from quixstreams.models.serializers import Deserializer, SerializationContext
@@ -31,6 +31,12 @@ class RecordDeserializer(Deserializer):
     def __call__(self, value: bytes, ctx: SerializationContext) -> dict[str, Any] | records.Bad:
         headers = ctx.headers if isinstance(ctx.headers, list) else None
         return self.parse(value, headers)
+
+
+def _with_source(value: dict[str, Any]) -> dict[str, Any]:
+    """The attempt with its place in the input topic, carried through the repartition topic."""
+    context = message_context()
+    return {**value, "src": [context.partition, context.offset]}
 
 
 def event_time(value: Any, _headers: Any, timestamp: int, _type: Any) -> int:
@@ -56,9 +62,15 @@ class Topology:
     """Adds the aggregates ANALYTICS_AGGREGATES names to a Quix application."""
 
     def __init__(
-        self, app: Application, settings: AnalyticsSettings, topics: Topics, metrics: AnalyticsMetrics
-    ):
+        self,
+        app: Application,
+        settings: AnalyticsSettings,
+        topics: Topics,
+        metrics: AnalyticsMetrics,
+        exactly_once: bool,
+    ) -> None:
         self.app, self.settings, self.topics, self.metrics = app, settings, topics, metrics
+        self.exactly_once = exactly_once
         self.dlq = app.topic(topics.dlq, value_serializer="bytes", key_serializer="bytes")
 
     def build(self) -> None:
@@ -70,7 +82,9 @@ class Topology:
                                aggregates.learner_start, aggregates.learner_add, aggregates.learner_record,
                                late_topic=self.topics.late(self.topics.attempts))  # fmt: skip
             if "item" in wanted:
-                by_item = attempts.group_by(lambda value: value["item_id"], name="item_id")
+                by_item = self._once_per_source_record(
+                    attempts.apply(_with_source).group_by(lambda value: value["item_id"], name="item_id")
+                )
                 self._windowed(by_item, "item", self.topics.item, self.settings.window_ms,
                                aggregates.item_start, aggregates.item_add, aggregates.item_record,
                                late_topic=self.topics.late(self.topics.attempts))  # fmt: skip
@@ -98,6 +112,26 @@ class Topology:
 
         bad.set_headers(reason).apply(lambda value: value.raw).to_topic(self.dlq)
         return sdf.filter(lambda value: not isinstance(value, records.Bad))
+
+    def _once_per_source_record(self, sdf: StreamingDataFrame) -> StreamingDataFrame:
+        """Under at-least-once, attempts re-read after a crash are written to the repartition topic
+        again, and the item windows would count them twice. Records of one source partition reach
+        an item in their source order (an idempotent producer, one partition per item), so a record
+        whose source offset is not past the last one seen from that partition is such a copy."""
+        if self.exactly_once:  # the copies belong to aborted transactions, never read
+            return sdf
+        replayed = self.metrics.replayed
+
+        def mark_replayed(value: dict[str, Any], state: State[str, Any]) -> dict[str, Any]:
+            partition, offset = value["src"]
+            seen: dict[str, int] = state.get("sources", {})
+            if offset <= seen.get(str(partition), -1):
+                replayed.inc()
+                return {**value, "replayed": True}
+            state.set("sources", {**seen, str(partition): offset})
+            return value
+
+        return sdf.apply(mark_replayed, stateful=True).filter(lambda value: not value.get("replayed"))
 
     def _windowed(
         self,
