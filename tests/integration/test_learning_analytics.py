@@ -315,6 +315,14 @@ def test_windows_by_event_time_exact_with_late_events_and_bad_input(
     assert any("impossible" in reason for reason in reasons)
     assert any("status 'paused'" in reason for reason in reasons)
     assert metric(analytics, "analytics_windows_produced_total", 'aggregate="learner"') >= len(want_learner)
+    # Commits as the broker has them (with exactly-once, made by the transactions), and the lag.
+    deadline = time.monotonic() + 20
+    while metric(analytics, "analytics_commits_total", "") == 0:
+        assert time.monotonic() < deadline, "no committed offset seen"
+        time.sleep(0.5)
+    committed = rf'^analytics_committed_offset{{partition="\d+",topic="{re.escape(attempts_topic)}"}} [1-9]'
+    assert re.search(committed, analytics.metrics(), re.MULTILINE)
+    assert "analytics_consumer_lag{" in analytics.metrics()
 
 
 def assigned(process: AnalyticsProcess) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 import time
 from typing import Any
 
@@ -177,16 +178,33 @@ def build(
     return app
 
 
+def watch_commits(
+    settings: Settings, analytics: AnalyticsSettings, metrics: AnalyticsMetrics, stop: threading.Event
+) -> None:
+    """The group's committed offsets, every ANALYTICS_LAG_INTERVAL, into the metrics."""
+    admin = KafkaAdmin(connection(settings))
+    while not stop.wait(analytics.lag_interval.total_seconds()):
+        try:
+            metrics.on_committed(admin.committed(analytics.consumer_group))
+        except KafkaException as exc:
+            logger.warning("could not read the group's committed offsets", extra={"error": str(exc)})
+
+
 def run(settings: Settings, analytics: AnalyticsSettings) -> int:
     metrics = AnalyticsMetrics()
     status: dict[str, Any] = {"running": False, "failed": False}
     server = HealthServer(analytics.host, analytics.port, metrics, status)
     server.start()
     logger.info("analytics health and metrics", extra={"port": server.port})
+    stop = threading.Event()
+    watcher = threading.Thread(
+        target=watch_commits, args=(settings, analytics, metrics, stop), name="analytics-commits", daemon=True
+    )
     try:
         app = build(settings, analytics, metrics, status)
         status["running"] = True
         logger.info("analytics started", extra={k: v for k, v in status.items() if k != "running"})
+        watcher.start()
         app.run()
         return 0
     except Exception:
@@ -194,6 +212,7 @@ def run(settings: Settings, analytics: AnalyticsSettings) -> int:
         raise
     finally:
         status["running"] = False
+        stop.set()
         server.stop()
         logger.info("analytics stopped")
 

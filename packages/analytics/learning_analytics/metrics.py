@@ -48,19 +48,16 @@ class AnalyticsMetrics:
             "analytics_committed_offset", "The group's committed offset", ["topic", "partition"], registry=r
         )
         self.commits = Counter(
-            "analytics_commits", "Committed offset advances seen (one per partition and checkpoint)",
+            "analytics_commits", "Committed offset advances seen (per partition, polled every lag interval)",
             registry=r,
         )  # fmt: skip
-        self.commit_errors = Counter(
-            "analytics_commit_errors", "Checkpoints that failed to commit", registry=r
-        )
         self.assigned = Gauge("analytics_assigned_partitions", "Input partitions assigned", registry=r)
         self.last_processed = Gauge(
             "analytics_last_processed_timestamp_seconds", "When a record was last processed", registry=r
         )
 
     def on_stats(self, text: str) -> None:
-        """librdkafka's consumer statistics: lag and committed offset per assigned partition."""
+        """librdkafka's consumer statistics: lag per assigned partition, partitions assigned."""
         stats = json.loads(text)
         assigned = 0
         for topic, topic_stats in stats.get("topics", {}).items():
@@ -76,13 +73,16 @@ class AnalyticsMetrics:
                 position = position if position >= 0 else partition.get("committed_offset", -1)
                 if end >= 0 and position >= 0:
                     self.lag.labels(topic, number).set(max(end - position, 0))
-                committed = partition.get("committed_offset", -1001)
-                if committed >= 0:
-                    gauge = self.committed.labels(topic, number)
-                    if committed > gauge._value.get():
-                        self.commits.inc()
-                    gauge.set(committed)
         self.assigned.set(assigned)
+
+    def on_committed(self, offsets: dict[tuple[str, int], int]) -> None:
+        """The group's committed offsets as the broker has them (under exactly-once they are
+        committed by the producer's transactions, which the consumer's statistics do not show)."""
+        for (topic, partition), offset in offsets.items():
+            gauge = self.committed.labels(topic, str(partition))
+            if offset > gauge._value.get():
+                self.commits.inc()
+            gauge.set(offset)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
