@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.publishing.topic_admin import KafkaAdmin
@@ -123,6 +123,30 @@ class DeadLetter:
                 (name, item if isinstance(item, bytes) else str(item).encode()) for name, item in raw
             ],
         )
+
+
+# The group coordinator is not ready yet (a new cluster, a moved coordinator): ask again.
+_COORDINATOR_NOT_READY = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+    }
+)
+
+
+def _committed(consumer: Consumer, partitions: list[TopicPartition], seconds: float) -> list[TopicPartition]:
+    """The group's committed offsets, asking again while its coordinator is not ready (librdkafka
+    answers NOT_COORDINATOR at once rather than waiting for it)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return list(consumer.committed(partitions, timeout=max(0.1, deadline - time.monotonic())))
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.code() not in _COORDINATOR_NOT_READY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _header(message: Message, name: str) -> bytes:
@@ -233,7 +257,7 @@ class DeadLetters:
                 failures.append(error.str())
 
         try:
-            committed = consumer.committed([TopicPartition(self.topic, p) for p in partitions], timeout=10)
+            committed = _committed(consumer, [TopicPartition(self.topic, p) for p in partitions], seconds=10)
             # A group's first replay starts at each partition's low mark as an absolute offset (a
             # logical "beginning" would wait for librdkafka's 500 ms offset-resolution retry).
             starts = {
