@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ def analytics_python() -> str:
     configured = os.environ.get("ANALYTICS_PYTHON")
     python = Path(configured) if configured else ROOT / ".venv-analytics" / "bin" / "python"
     if not python.exists():
-        sys.exit(f"{python} is missing: `make analytics-install` sets up the analytics environment")
+        raise RuntimeError(f"{python} is missing: `make analytics-install` sets up the analytics environment")
     return str(python)
 
 

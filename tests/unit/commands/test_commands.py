@@ -98,6 +98,8 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], prefix: str) -> str:
         (["--port", "0"], "invalid setting PORT='0'"),
         (["--workers", "many"], "argument --workers: invalid int value"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
+        # The analytics component lives in an environment of its own (packages/analytics).
+        (["analytics"], "needs an environment of its own"),
     ],
 )
 def test_service_command_errors_are_one_line(
