@@ -13,6 +13,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from quixstreams import Application
+from quixstreams.checkpointing.exceptions import CheckpointConsumerCommitError, CheckpointProducerTimeout
 
 from app.config.settings import Settings, SettingsError, load_settings
 from app.observability.logging import configure_logging
@@ -207,6 +208,12 @@ def run(settings: Settings, analytics: AnalyticsSettings) -> int:
         watcher.start()
         app.run()
         return 0
+    except (CheckpointConsumerCommitError, CheckpointProducerTimeout) as exc:
+        # Nothing past the last commit is lost: restarted, the component resumes from it.
+        metrics.commit_errors.inc()
+        status["failed"] = True
+        logger.error("a checkpoint failed to commit: stopping", extra={"error": str(exc)})
+        raise
     except Exception:
         status["failed"] = True
         raise

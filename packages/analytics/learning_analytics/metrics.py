@@ -51,6 +51,11 @@ class AnalyticsMetrics:
             "analytics_commits", "Committed offset advances seen (per partition, polled every lag interval)",
             registry=r,
         )  # fmt: skip
+        self.commit_errors = Counter(
+            "analytics_commit_errors",
+            "Checkpoints that failed to commit (each stops the process)",
+            registry=r,
+        )
         self.assigned = Gauge("analytics_assigned_partitions", "Input partitions assigned", registry=r)
         self.last_processed = Gauge(
             "analytics_last_processed_timestamp_seconds", "When a record was last processed", registry=r
