@@ -19,6 +19,13 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
+def librdkafka_names(properties: dict[str, str]) -> dict[str, str]:
+    """Pass-through librdkafka properties from the environment, by their librdkafka names.
+    Environment variable names cannot hold dots in most shells, so `SASL_MECHANISM` stands for
+    `sasl.mechanism`; librdkafka property names never contain underscores."""
+    return {key.lower().replace("_", "."): item for key, item in properties.items()}
+
+
 class SettingsError(Exception):
     """A setting has a value the service cannot run with; the message names the variable."""
 
@@ -203,9 +210,7 @@ class Settings(BaseSettings):
     @field_validator("kafka_producer_config", mode="after")
     @classmethod
     def _librdkafka_names(cls, value: dict[str, str]) -> dict[str, str]:
-        # Environment variable names cannot hold dots in most shells, so `SASL_MECHANISM`
-        # stands for `sasl.mechanism`; librdkafka property names never contain underscores.
-        return {key.lower().replace("_", "."): item for key, item in value.items()}
+        return librdkafka_names(value)
 
     @field_validator(
         "kafka_topic_attempts",

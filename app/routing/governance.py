@@ -22,13 +22,17 @@ class TopicPolicy:
         )
         return re.compile(text)
 
+    def follows_convention(self, topic: str, event_type: str) -> bool:
+        """Whether `topic` matches KAFKA_TOPIC_PATTERN for `event_type` (never, without a pattern)."""
+        return bool(self.pattern) and self._pattern_for(event_type).fullmatch(topic) is not None
+
     def forbidden_topics(self, rule: RoutingRule) -> list[str]:
         """Topics of `rule` that are neither allowed by name nor by the convention (for all its event types)."""
         forbidden = []
         for topic in rule.topics:
             if topic in self.allowed:
                 continue
-            if self.pattern and all(self._pattern_for(kind).fullmatch(topic) for kind in rule.event_types):
+            if self.pattern and all(self.follows_convention(topic, kind) for kind in rule.event_types):
                 continue
             forbidden.append(topic)
         return forbidden

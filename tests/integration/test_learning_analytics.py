@@ -59,13 +59,19 @@ def nearest_rank_p90(values: list[int]) -> int:
     return ordered[math.ceil(0.9 * len(ordered)) - 1]
 
 
-def expected_learner(
-    events: list[dict[str, Any]], late: dict[str, int]
-) -> dict[tuple[str, str], dict[str, Any]]:
+def hourly(events: list[dict[str, Any]], key_field: str) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The events by (key, start of their hour)."""
     windows: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for event in events:
         moment = datetime.fromisoformat(event["occurred_at"])
-        windows[(event["user_id"], iso(moment.replace(minute=0, second=0, microsecond=0)))].append(event)
+        windows[(event[key_field], iso(moment.replace(minute=0, second=0, microsecond=0)))].append(event)
+    return windows
+
+
+def expected_learner(
+    events: list[dict[str, Any]], late: dict[str, int]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    windows = hourly(events, "user_id")
     figures = {}
     for (user, start), group in windows.items():
         times = [e["time_taken_ms"] for e in group]
@@ -84,10 +90,7 @@ def expected_learner(
 def expected_item(
     events: list[dict[str, Any]], late: dict[str, int]
 ) -> dict[tuple[str, str], dict[str, Any]]:
-    windows: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for event in events:
-        moment = datetime.fromisoformat(event["occurred_at"])
-        windows[(event["item_id"], iso(moment.replace(minute=0, second=0, microsecond=0)))].append(event)
+    windows = hourly(events, "item_id")
     return {
         (item, start): {
             "item_id": item,

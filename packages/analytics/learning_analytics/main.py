@@ -4,7 +4,6 @@ service's way, then run the topology until SIGTERM/SIGINT (Quix commits on the w
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import threading
 import time
@@ -18,6 +17,7 @@ from quixstreams.checkpointing.exceptions import CheckpointConsumerCommitError, 
 from app.config.settings import Settings, SettingsError, load_settings
 from app.observability.logging import configure_logging
 from app.publishing.topic_admin import KafkaAdmin
+from app.routing.governance import TopicPolicy
 from learning_analytics.metrics import AnalyticsMetrics, HealthServer
 from learning_analytics.pipeline import Topics, Topology
 from learning_analytics.settings import AnalyticsSettings, load_analytics_settings
@@ -52,17 +52,17 @@ def output_topics(topics: Topics, analytics: AnalyticsSettings) -> dict[str, str
 
 
 def check_governance(settings: Settings, outputs: dict[str, str]) -> None:
-    """The service's rule for topics: on KAFKA_ALLOWED_TOPICS or following KAFKA_TOPIC_PATTERN (with
-    ${eventType} standing for the aggregate). Without a pattern every name is allowed, as for rules."""
+    """The service's topic policy, with the aggregate standing for ${eventType}: with a naming
+    convention (KAFKA_TOPIC_PATTERN) each output must follow it or be on KAFKA_ALLOWED_TOPICS.
+    Without one, they are configured topics, as the service's own KAFKA_TOPIC_* are."""
     if not settings.kafka_topic_pattern:
         return
-    refused = []
-    for topic, aggregate in outputs.items():
-        if topic in settings.allowed_topics:
-            continue
-        pattern = settings.kafka_topic_pattern.replace("${env}", re.escape(settings.environment))
-        if not re.fullmatch(pattern.replace("${eventType}", re.escape(aggregate)), topic):
-            refused.append(topic)
+    policy = TopicPolicy(settings.allowed_topics, settings.kafka_topic_pattern, settings.environment)
+    refused = [
+        topic
+        for topic, aggregate in outputs.items()
+        if topic not in policy.allowed and not policy.follows_convention(topic, aggregate)
+    ]
     if refused:
         raise SettingsError(
             f"topic(s) {', '.join(refused)} are not on KAFKA_ALLOWED_TOPICS nor follow "

@@ -11,7 +11,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.config.durations import Duration
-from app.config.settings import SettingsError, _describe
+from app.config.settings import SettingsError, _describe, librdkafka_names
 from app.routing.topics import check_topic_name
 
 Aggregate = Literal["learner", "item", "sessions"]
@@ -57,7 +57,7 @@ class AnalyticsSettings(BaseSettings):
     @field_validator("consumer_config", mode="after")
     @classmethod
     def _librdkafka_names(cls, value: dict[str, str]) -> dict[str, str]:
-        return {key.lower().replace("_", "."): item for key, item in value.items()}
+        return librdkafka_names(value)
 
     @field_validator("learner_topic", "item_topic", "session_topic", "dlq_topic", mode="after")
     @classmethod
