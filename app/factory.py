@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import inspect
 import logging
@@ -17,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 from prometheus_client import disable_created_metrics, multiprocess
 from prometheus_fastapi_instrumentator import Instrumentator
+from starlette.types import Receive, Scope, Send
 
 from app.api import (
     admin_audit,
@@ -32,13 +34,14 @@ from app.api.auth import AUTH_RESPONSES, AuthMiddleware
 from app.api.docs import install_offline_docs
 from app.api.errors import install_error_handlers
 from app.api.events import events_router
-from app.api.load_shedding import LoadSheddingMiddleware
+from app.api.fast_ingest import FastIngestPath, routed_here
+from app.api.load_shedding import IngestSlots, LoadSheddingMiddleware
 from app.api.openapi import customize_openapi
 from app.api.request_id import RequestIdMiddleware
 from app.api.responses import JsonResponse
 from app.config.settings import Settings, load_settings
 from app.console.app import Console, install_console
-from app.observability.http_metrics import HttpMetricsMiddleware
+from app.observability.http_metrics import HttpMetrics, HttpMetricsMiddleware
 from app.observability.tracing import UNTRACED_URLS
 from app.runtime import Runtime
 
@@ -91,7 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 logger.error("records not flushed at shutdown", extra={"records": left})
             logger.info("publisher stopped")
 
-    app = FastAPI(
+    app = EventIngestApp(
         title="Event ingest",
         version="0.1.0",
         description=DESCRIPTION,
@@ -116,6 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Middleware runs outside in: request id first (so every log line and answer has it), then the
     # request's trace span (with OTEL_EXPORTER_OTLP_ENDPOINT), the HTTP metrics (so refusals are
     # counted), load shedding (before any work is spent on an excess request), then authentication.
+    slots = IngestSlots(settings.max_concurrent_requests, runtime.registry)
+    http_metrics = HttpMetrics(runtime.registry, HTTP_LATENCY_BUCKETS)
     app.add_middleware(
         AuthMiddleware,
         ring=runtime.keys,
@@ -123,15 +128,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         enabled=settings.auth_enabled,
         metrics_public=settings.metrics_public,
     )
-    app.add_middleware(
-        LoadSheddingMiddleware, limit=settings.max_concurrent_requests, registry=runtime.registry
-    )
+    app.add_middleware(LoadSheddingMiddleware, slots=slots)
     app.add_middleware(
         HttpMetricsMiddleware,
-        registry=runtime.registry,
+        metrics=http_metrics,
         routes=app.router.routes,  # the list itself: read when the middleware stack is built
         excluded=[METRICS_PATH],
-        buckets=HTTP_LATENCY_BUCKETS,
     )
     Instrumentator(registry=runtime.registry).expose(
         app,
@@ -152,7 +154,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(RequestIdMiddleware)
     customize_openapi(app, settings.metrics_public)
+    app.fast_ingest = FastIngestPath(
+        functools.partial(FastAPI.__call__, app), runtime, settings, slots, http_metrics
+    )
     return app
+
+
+class EventIngestApp(FastAPI):
+    """The service's FastAPI app, with the ordinary single-event request served by
+    `FastIngestPath` ahead of the middleware stack (see app/api/fast_ingest.py)."""
+
+    fast_ingest: FastIngestPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fast_ingest is not None and routed_here(scope):
+            await self.fast_ingest(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def _without_native_telemetry() -> dict[str, Any]:

@@ -72,15 +72,19 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JsonResponse:
         # Starlette calls this outside every middleware, so the id comes from the request's state.
-        request_id = request.scope.get("state", {}).get("request_id")
-        # Never the exception's text: it may name internals; the log line has it all.
-        logger.exception("unhandled error", extra={"path": request.url.path, "request_id": request_id})
-        response = error_response(
-            500,
-            "internal error; quote the request_id when reporting it",
-            "internal_error",
-            request_id=request_id,
-        )
-        if request_id:
-            response.headers["X-Request-ID"] = request_id
-        return response
+        return internal_error(request.url.path, request.scope.get("state", {}).get("request_id"))
+
+
+def internal_error(path: str, request_id: str | None) -> JsonResponse:
+    """The 500 answer to an unexpected exception (being handled), logged with its traceback."""
+    # Never the exception's text: it may name internals; the log line has it all.
+    logger.exception("unhandled error", extra={"path": path, "request_id": request_id})
+    response = error_response(
+        500,
+        "internal error; quote the request_id when reporting it",
+        "internal_error",
+        request_id=request_id,
+    )
+    if request_id:
+        response.headers["X-Request-ID"] = request_id
+    return response

@@ -21,7 +21,7 @@ from app.config.settings import Settings
 from app.event_types.events import validate_custom
 from app.ingest.service import ItemOutcome, uuid_or_none
 from app.runtime import Runtime
-from app.security.keys import ANONYMOUS
+from app.security.keys import ANONYMOUS, ApiKey
 from event_models.models import ActivityEvent, AttemptEvent, BaseEvent, PlacementEvent, SessionEvent
 from event_models.outcomes import EventStatus, FailureCode
 
@@ -63,7 +63,7 @@ SINGLE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _answer_single(outcome: ItemOutcome) -> Response:
+def answer_single(outcome: ItemOutcome) -> Response:
     if outcome.validation_errors is not None:
         return error_response(
             422, outcome.validation_errors, FailureCode.VALIDATION_ERROR.value, event_id=outcome.event_id
@@ -84,12 +84,14 @@ def _answer_single(outcome: ItemOutcome) -> Response:
     )
 
 
-def _refusal(runtime: Runtime, request: Request, events: int) -> Response | None:
-    """503 while shutting down; 429 when the caller's rate limit has no room for `events`."""
+def refusal(runtime: Runtime, key: ApiKey, client: tuple[str, int] | None, events: int) -> Response | None:
+    """503 while shutting down; 429 when the caller's rate limit has no room for `events`.
+
+    `client` is the ASGI scope's (host, port): callers without a key share a bucket per address.
+    """
     if runtime.shutting_down:
         return error_response(503, "service is shutting down", "shutting_down", retriable=True, retry_after=1)
-    key = caller(request)
-    bucket = key.id if key is not ANONYMOUS else f"address:{request.client.host if request.client else '?'}"
+    bucket = key.id if key is not ANONYMOUS else f"address:{client[0] if client else '?'}"
     wait = runtime.rate_limiter.take(bucket, events, key.rate_limit)
     if wait:
         runtime.metrics.record_rejected("rate_limited", events)
@@ -115,11 +117,11 @@ async def _ingest_single(event: BaseEvent, request: Request) -> Response:
         return error_response(
             403, f"this API key may not post {event.event_type} events", FailureCode.FORBIDDEN.value
         )
-    refused = _refusal(runtime, request, 1)
+    refused = refusal(runtime, caller(request), request.scope.get("client"), 1)
     if refused is not None:
         return refused
     outcome = await runtime.ingest.ingest_one(event, key, traceparent, ack)
-    return _answer_single(outcome)
+    return answer_single(outcome)
 
 
 def events_router(settings: Settings) -> APIRouter:
@@ -207,7 +209,7 @@ def events_router(settings: Settings) -> APIRouter:
         raw = await request.body()
         with runtime.tracing.span("validate", **{"event_ingest.batch_bytes": len(raw)}):
             items = parse_batch(raw, max_batch, drop_unknown_fields=drop_unknown)
-        refused = _refusal(runtime, request, len(items))
+        refused = refusal(runtime, caller(request), request.scope.get("client"), len(items))
         if refused is not None:
             return refused
         outcomes = await runtime.ingest.ingest_batch(

@@ -18,9 +18,11 @@ INGEST_PREFIX = "/v1/events"
 RETRY_AFTER_SECONDS = 1
 
 
-class LoadSheddingMiddleware:
-    def __init__(self, app: ASGIApp, limit: int, registry: CollectorRegistry) -> None:
-        self.app = app
+class IngestSlots:
+    """The ingest requests in progress in this worker, against MAX_CONCURRENT_REQUESTS: shared by
+    the middleware and the single-event fast path (app/api/fast_ingest.py), which count alike."""
+
+    def __init__(self, limit: int, registry: CollectorRegistry) -> None:
         self.limit = limit  # 0: no limit
         self.in_progress = 0
         self.shed = Counter(
@@ -29,23 +31,34 @@ class LoadSheddingMiddleware:
             registry=registry,
         )
 
+    @property
+    def full(self) -> bool:
+        return bool(self.limit) and self.in_progress >= self.limit
+
+
+class LoadSheddingMiddleware:
+    def __init__(self, app: ASGIApp, slots: IngestSlots) -> None:
+        self.app = app
+        self.slots = slots
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.limit or scope["type"] != "http" or not scope["path"].startswith(INGEST_PREFIX):
+        slots = self.slots
+        if not slots.limit or scope["type"] != "http" or not scope["path"].startswith(INGEST_PREFIX):
             await self.app(scope, receive, send)
             return
-        if self.in_progress >= self.limit:
-            self.shed.inc()
+        if slots.full:
+            slots.shed.inc()
             response = error_response(
                 503,
-                f"more than {self.limit} requests in progress; retry after the Retry-After seconds",
+                f"more than {slots.limit} requests in progress; retry after the Retry-After seconds",
                 "overloaded",
                 retriable=True,
                 retry_after=RETRY_AFTER_SECONDS,
             )
             await response(scope, receive, send)
             return
-        self.in_progress += 1
+        slots.in_progress += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.in_progress -= 1
+            slots.in_progress -= 1

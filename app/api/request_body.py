@@ -40,7 +40,7 @@ class LimitedBodyRequest(Request):
     async def body(self) -> bytes:
         if not hasattr(self, "_body"):
             media_type = self.headers.get("content-type", "").split(";")[0].strip().lower()
-            if media_type != "application/json" and not media_type.endswith("+json"):
+            if not is_json_media_type(media_type):
                 raise HTTPException(415, "Content-Type must be application/json")
             declared = self.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
@@ -70,6 +70,11 @@ class LimitedBodyRequest(Request):
                 data = {key: value for key, value in data.items() if key in self.known_fields}
             self._json = data
         return self._json
+
+
+def is_json_media_type(media_type: str) -> bool:
+    """`application/json` or a `+json` type (lower case, without parameters)."""
+    return media_type == "application/json" or media_type.endswith("+json")
 
 
 def _gunzip(data: bytes, limit: int) -> bytes:

@@ -28,7 +28,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id, traceparent = _from_client(scope["headers"])
+        request_id, traceparent = client_ids(scope["headers"])
         request_id = request_id or os.urandom(8).hex()
         scope.setdefault("state", {})["request_id"] = request_id  # for the 500 handler, outside us
         token = current_request_id.set(request_id)
@@ -47,7 +47,7 @@ class RequestIdMiddleware:
             current_traceparent.reset(trace_token)
 
 
-def _from_client(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
+def client_ids(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
     """The client's request id and traceparent, each only when well formed."""
     request_id = traceparent = None
     for name, value in headers:

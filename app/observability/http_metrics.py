@@ -23,16 +23,10 @@ UNMATCHED = "none"
 _STATUS_CLASS = {digit: f"{digit}xx" for digit in range(1, 6)}
 
 
-class HttpMetricsMiddleware:
-    def __init__(
-        self,
-        app: ASGIApp,
-        registry: CollectorRegistry,
-        routes: Sequence[BaseRoute],
-        excluded: Iterable[str],
-        buckets: Sequence[float],
-    ) -> None:
-        self.app = app
+class HttpMetrics:
+    """The two series, shared by the middleware and the single-event fast path (app/api/fast_ingest.py)."""
+
+    def __init__(self, registry: CollectorRegistry, buckets: Sequence[float]) -> None:
         self.requests = Counter(
             "http_requests_total",
             "Total number of requests by method, status and handler.",
@@ -46,13 +40,33 @@ class HttpMetricsMiddleware:
             buckets=buckets,
             registry=registry,
         )
+        # Bounded: handlers are route templates or "none"; methods are those the HTTP parser knows.
+        self.children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe(self, handler: str, method: str, status: int, seconds: float) -> None:
+        series = (handler, method, status // 100)
+        children = self.children.get(series)
+        if children is None:  # labels() takes a lock and builds a key: once per series, not per request
+            status_class = _STATUS_CLASS.get(status // 100, str(status))
+            children = self.children[series] = (
+                self.requests.labels(handler, method, status_class),
+                self.duration.labels(handler, method),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+
+class HttpMetricsMiddleware:
+    def __init__(
+        self, app: ASGIApp, metrics: HttpMetrics, routes: Sequence[BaseRoute], excluded: Iterable[str]
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
         self.routes = list(flat_routes(routes))
         self.static = frozenset(
             path for path in (_path(route) for route in self.routes) if path and "{" not in path
         )
         self.excluded = frozenset(excluded)
-        # Bounded: handlers are route templates or "none"; methods are those the HTTP parser knows.
-        self.children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def handler(self, scope: Scope) -> str:
         """The path template of the route serving this request (also when it is refused before routing)."""
@@ -88,16 +102,7 @@ class HttpMetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_note_status)
         finally:
-            series = (handler, scope["method"], status // 100)
-            children = self.children.get(series)
-            if children is None:  # labels() takes a lock and builds a key: once per series, not per request
-                status_class = _STATUS_CLASS.get(status // 100, str(status))
-                children = self.children[series] = (
-                    self.requests.labels(handler, scope["method"], status_class),
-                    self.duration.labels(handler, scope["method"]),
-                )
-            children[0].inc()
-            children[1].observe(time.perf_counter() - started)
+            self.metrics.observe(handler, scope["method"], status, time.perf_counter() - started)
 
 
 def flat_routes(routes: Iterable[Any]) -> Iterator[BaseRoute]:

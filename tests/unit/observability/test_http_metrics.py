@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.observability.http_metrics import HttpMetricsMiddleware
+from app.observability.http_metrics import HttpMetrics, HttpMetricsMiddleware
 
 
 class RefuseAdmin:
@@ -48,10 +48,9 @@ def _app(registry: CollectorRegistry) -> FastAPI:
     app.add_middleware(RefuseAdmin)
     app.add_middleware(
         HttpMetricsMiddleware,
-        registry=registry,
+        metrics=HttpMetrics(registry, buckets=(0.1, 1.0)),
         routes=app.router.routes,
         excluded=["/metrics"],
-        buckets=(0.1, 1.0),
     )
     return app
 
@@ -94,7 +93,10 @@ async def test_an_exception_is_counted_as_a_5xx() -> None:
         raise RuntimeError("boom")
 
     app.add_middleware(
-        HttpMetricsMiddleware, registry=registry, routes=app.router.routes, excluded=[], buckets=(1.0,)
+        HttpMetricsMiddleware,
+        metrics=HttpMetrics(registry, buckets=(1.0,)),
+        routes=app.router.routes,
+        excluded=[],
     )
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
