@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from app.routing.rules import RoutingRule
@@ -26,14 +26,13 @@ class Route:
 
     destinations: tuple[Destination, ...]
     rule_ids: tuple[str, ...]
+    # Read for every event (its answer, its idempotency record): built once with the Route.
+    topics: tuple[str, ...] = field(init=False)
+    unrouted: bool = field(init=False)
 
-    @property
-    def topics(self) -> tuple[str, ...]:
-        return tuple(destination.topic for destination in self.destinations)
-
-    @property
-    def unrouted(self) -> bool:
-        return not self.destinations
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "topics", tuple(destination.topic for destination in self.destinations))
+        object.__setattr__(self, "unrouted", not self.destinations)
 
 
 MAX_CACHED_ROUTES = 1024
