@@ -14,7 +14,7 @@ AVENV  := .venv-analytics
 APY    := $(AVENV)/bin/python
 ASTAMP := $(AVENV)/.installed-$(shell cat $(PROJECTS) packages/analytics/pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: analytics-install analytics install run test chromium console-screenshots lint typecheck alerts postgres unit integration test-kafka kafka-up kafka-down proto clean bench bench-outage profile bench-compare
+.PHONY: analytics-install analytics install run test chromium console-screenshots lint typecheck alerts postgres unit integration test-kafka kafka-up kafka-down proto clean bench bench-outage profile bench-compare bench-instructions
 
 install: $(STAMP)
 
@@ -148,6 +148,12 @@ bench-outage: install postgres
 profile: install
 	$(NEED_WRK)
 	$(PY) bench/profile.py $${MODE:-batch} $(PROFILE_ARGS)
+
+## bench-instructions: CPU instructions an event costs in the main thread, counted by callgrind
+## (MODE=single|batch, INSTRUCTIONS_ARGS="--requests 200 --no-fast-path"); steady where timings are not
+bench-instructions: install
+	@command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind) || (echo "install valgrind" && false)
+	$(PY) bench/instructions.py $${MODE:-batch} $(INSTRUCTIONS_ARGS)
 
 ## bench-compare: git revisions measured side by side in one run (REVS="main~3 main")
 bench-compare: install

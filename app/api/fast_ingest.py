@@ -23,6 +23,7 @@ from fastapi import HTTPException
 from pydantic import ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
+from app.api.auth import presented_key
 from app.api.errors import internal_error
 from app.api.events import answer_single, refusal
 from app.api.ingest_options import ACK_LEVELS, MAX_IDEMPOTENCY_KEY_LENGTH
@@ -61,6 +62,7 @@ _READ = frozenset(
         b"traceparent",
     }
 )
+_KEY_HEADERS = (b"authorization", b"x-api-key")
 _QUERIES = {b"": None, **{f"ack={level}".encode(): level for level in ACK_LEVELS}}
 _JSON = b"application/json"
 
@@ -129,17 +131,8 @@ class FastIngestPath:
         """The caller's key when it may ingest (ANONYMOUS with authentication off); else None."""
         if not self.auth_enabled:
             return ANONYMOUS
-        bearer, api_key = headers.get(b"authorization"), headers.get(b"x-api-key")
-        if bearer is not None and api_key is not None:  # which one counts is the middleware's rule
-            return None
-        raw = None
-        if bearer is not None:
-            scheme, _, credentials = bearer.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer":
-                raw = credentials.strip()
-        elif api_key is not None:
-            raw = api_key.decode("latin-1").strip()
-        key = self.runtime.keys.lookup(raw) if raw else None
+        raw = presented_key([(name, value) for name, value in headers.items() if name in _KEY_HEADERS])
+        key = self.runtime.keys.lookup(raw) if raw is not None else None
         if key is None or key.revoked or KeyScope.INGEST not in key.scopes:
             return None
         return key
