@@ -2,8 +2,8 @@
 
 Through the full stack, a single event passed three of FastAPI's middlewares, the service's four
 (request id, HTTP metrics, load shedding, authentication), Starlette's exception middleware and
-router, and FastAPI's request handling: a third of a single event's CPU in the worker, for layers
-that each do a few lookups on this path. `FastIngestPath` does what those layers do for the
+router, and FastAPI's request handling: a fifth of the instructions a single event costs in the
+worker's main thread, for layers that each do a few lookups on this path. `FastIngestPath` does what those layers do for the
 ordinary request (an authorised key, a plain JSON body within the limit, a valid event, room in
 the worker, tracing off) with the same code: the same request id and metrics, the same slots
 against MAX_CONCURRENT_REQUESTS, the same key lookup, body parser, model, rate limit, ingest call

@@ -1,4 +1,5 @@
-"""The two HTTP metrics the alerts and the dashboard use, kept by one plain ASGI middleware.
+"""The two HTTP metrics the alerts and the dashboard use, kept by one plain ASGI middleware (and by
+the single-event fast path, app/api/fast_ingest.py, for the requests it serves).
 
 `http_requests_total{handler,method,status}` (status grouped as 2xx, 4xx, ...) and
 `http_request_duration_seconds{handler,method}`: the names, labels and help texts of
