@@ -86,12 +86,12 @@ def test_delivery_timeout_bounds_a_call_across_its_retries() -> None:
         client.publish(_activity())
     assert time.monotonic() - started < 2  # bounded by the deadline, not by 1000 retries
     assert len(calls) > 1
-    # A call's own timeout wins over the client's.
+    # A call's own timeout wins over the client's. (Retries enough to outlast it: with the default
+    # five, jittered delays can all be short and run out before the 0.2 s do.)
     started = time.monotonic()
     with pytest.raises(IngestError, match=r"not delivered within 0\.2 s"):
-        EventClient(transport=httpx.MockTransport(unavailable), backoff=0.05, delivery_timeout=60).publish(
-            _activity(), timeout=0.2
-        )
+        EventClient(transport=httpx.MockTransport(unavailable), retries=1000, backoff=0.05,
+                    max_backoff=0.05, delivery_timeout=60).publish(_activity(), timeout=0.2)  # fmt: skip
     assert time.monotonic() - started < 2
 
 
