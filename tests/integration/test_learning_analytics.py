@@ -25,8 +25,12 @@ from tests.services.analytics import AnalyticsProcess
 pytestmark = pytest.mark.integration
 
 HOUR = timedelta(hours=1)
-H0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
-DAY = datetime(2026, 11, 20, tzinfo=UTC)
+# Event times a few days back, never fixed dates: records carry their event time as their Kafka
+# timestamp (windows, late events, the repartition topic), and the broker deletes by that time once
+# it is older than the topics' retention (7 days); the latest event sent is DAY + 4 days, and the
+# component refuses times more than a day ahead.
+DAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=4)
+H0 = DAY + 10 * HOUR
 LEARNERS = [f"learner-{n}" for n in range(6)]
 ITEMS = [f"item-{n}" for n in range(8)]
 

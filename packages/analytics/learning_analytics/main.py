@@ -124,6 +124,8 @@ def build(
     guarantee = guarantee_for(analytics, cluster_id)
     producer_extra: dict[str, Any] = {**settings.kafka_security_config()}
     consumer_extra: dict[str, Any] = {}
+    if guarantee == "exactly-once":
+        producer_extra["transaction.timeout.ms"] = analytics.transaction_timeout_ms
     if cluster_id == DEV_BROKER_CLUSTER_ID:
         # The development broker answers ListOffsets with the last batch's base offset + 1: a
         # changelog written in batches then fails restoring (InvalidStoreChangelogOffset).

@@ -88,6 +88,15 @@ class AnalyticsSettings(BaseSettings):
     def grace_ms(self) -> int:
         return int(self.grace.total_seconds() * 1000)
 
+    @property
+    def transaction_timeout_ms(self) -> int:
+        """How long the broker keeps an exactly-once transaction open before aborting it. A
+        transaction lasts one commit interval (plus its commit); a process killed in the middle
+        leaves its transaction open, and until the broker aborts it the group's offsets for those
+        partitions are unstable: the next owner cannot read them (Quix gives up after 30 s and the
+        process exits). librdkafka's default (60 s) outlasted that; Kafka Streams uses 10 s."""
+        return int((self.commit_interval + timedelta(seconds=10)).total_seconds() * 1000)
+
 
 def load_analytics_settings(**overrides: object) -> AnalyticsSettings:
     """Read the settings; on a bad value raise SettingsError with one line per bad variable."""

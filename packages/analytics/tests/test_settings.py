@@ -12,6 +12,11 @@ def test_defaults() -> None:
     assert settings.aggregate_set == {"learner", "item", "sessions"}
 
 
+def test_a_dead_transaction_is_aborted_one_commit_interval_and_ten_seconds_after_it_began() -> None:
+    assert load_analytics_settings().transaction_timeout_ms == 15_000
+    assert load_analytics_settings(commit_interval="30s").transaction_timeout_ms == 40_000
+
+
 def test_a_bad_setting_is_named_with_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANALYTICS_WINDOW", "soon")
     with pytest.raises(SettingsError, match="ANALYTICS_WINDOW"):
