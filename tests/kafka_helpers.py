@@ -23,6 +23,7 @@ class Record:
     key: bytes | None
     value: bytes
     headers: dict[str, bytes]
+    timestamp_ms: int = 0
 
 
 def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 20.0) -> list[Record]:
@@ -89,6 +90,7 @@ def _record(message: Message, topic: str) -> Record:
         key=key.encode() if isinstance(key, str) else key,
         value=value.encode() if isinstance(value, str) else value or b"",
         headers={name: _bytes(item) for name, item in _header_pairs(message)},
+        timestamp_ms=message.timestamp()[1],
     )
 
 

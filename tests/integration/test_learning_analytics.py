@@ -246,7 +246,7 @@ def analytics(analytics_env: dict[str, str], tmp_path: Path) -> Iterator[Analyti
 def test_windows_by_event_time_exact_with_late_events_and_bad_input(
     analytics: AnalyticsProcess, analytics_env: dict[str, str]
 ) -> None:
-    env, rng = analytics_env, random.Random(7)
+    env, rng, started_ms = analytics_env, random.Random(7), time.time_ns() // 1_000_000
     attempts_topic, sessions_topic = env["KAFKA_TOPIC_ATTEMPTS"], env["KAFKA_TOPIC_SESSIONS"]
     producer = Producer({"bootstrap.servers": env["KAFKA_BROKERS"], "enable.idempotence": True})
 
@@ -287,6 +287,12 @@ def test_windows_by_event_time_exact_with_late_events_and_bad_input(
     want_item = expected_item(attempts, {})
     want_sessions = expected_sessions(sessions, {})
     check_windows(env, learner=want_learner, item=want_item, sessions=want_sessions)
+    # The re-keyed attempts carry the time they were written as their Kafka timestamp, not their
+    # event time (days back): the broker deletes by it once past the retention.
+    repartition = f"repartition__{env['ANALYTICS_CONSUMER_GROUP']}--{attempts_topic}--item_id"
+    rekeyed = read_topic(env["KAFKA_BROKERS"], repartition, len(attempts), timeout=30)
+    assert len(rekeyed) >= len(attempts)
+    assert min(record.timestamp_ms for record in rekeyed) >= started_ms - 5_000
 
     # 3. Events for the first hour now: beyond the grace for their learner and their item.
     late = [attempt_event(user, item, H0 + timedelta(minutes=10), rng) for user, item in pairs[:3]]

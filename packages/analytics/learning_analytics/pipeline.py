@@ -4,6 +4,7 @@ late topic. Windows are by event time (`occurred_at`) and emitted once, when the
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,19 @@ def _with_source(value: dict[str, Any]) -> dict[str, Any]:
 def event_time(value: Any, _headers: Any, timestamp: int, _type: Any) -> int:
     """The window time of a record: its `occurred_at`; a bad record keeps Kafka's timestamp."""
     return int(value["ts"]) if isinstance(value, dict) else timestamp
+
+
+def _written_now(_value: Any, _key: Any, _timestamp: int, _headers: Any) -> int:
+    """The Kafka timestamp of a record written to the repartition topic: the time it is written.
+    The broker deletes records by their timestamp once past the topic's retention (Quix takes the
+    input topics'); with the event time, attempts older than that (a backfill, a long outage) would
+    be deleted before the item windows read them."""
+    return time.time_ns() // 1_000_000
+
+
+def _occurred(value: dict[str, Any], _key: Any, _timestamp: int, _headers: Any) -> int:
+    """Back to the event time once re-keyed: the item windows are by `occurred_at` too."""
+    return int(value["ts"])
 
 
 @dataclass(frozen=True)
@@ -83,7 +97,10 @@ class Topology:
                                late_topic=self.topics.late(self.topics.attempts))  # fmt: skip
             if "item" in wanted:
                 by_item = self._once_per_source_record(
-                    attempts.apply(_with_source).group_by(lambda value: value["item_id"], name="item_id")
+                    attempts.apply(_with_source)
+                    .set_timestamp(_written_now)
+                    .group_by(lambda value: value["item_id"], name="item_id")
+                    .set_timestamp(_occurred)
                 )
                 self._windowed(by_item, "item", self.topics.item, self.settings.window_ms,
                                aggregates.item_start, aggregates.item_add, aggregates.item_record,
