@@ -4,6 +4,7 @@ oldest keys first, and released or taken-over keys do not upset that order."""
 from __future__ import annotations
 
 import asyncio
+import random
 import sys
 import uuid
 from datetime import timedelta
@@ -82,3 +83,27 @@ async def test_shards_stay_compact_while_keys_come_and_go_at_the_bound(
     assert len(store) == 50_000
     table_bytes = sum(sys.getsizeof(shard) for shard in store._shards)
     assert table_bytes / len(store) < 75  # ~95 bytes a key without the copies
+
+
+async def test_the_key_count_follows_every_way_keys_come_and_go() -> None:
+    """The count is kept, not summed over the shards: after reservations, repeats, releases,
+    settles of dropped keys, take-overs, purges and the bound it equals the keys held."""
+    rng = random.Random(3)
+    store = MemoryIdempotencyStore(timedelta(milliseconds=20), max_keys=300)
+    for step in range(3000):
+        key = f"k{rng.randrange(600)}"
+        choice = rng.random()
+        if choice < 0.6:
+            await store.reserve([[(key, {"event_id": "x"})], [(f"{key}b", {"event_id": "y"})]])
+            assert len(store) <= 300  # the bound holds after each reservation (a settle may pass it)
+        elif choice < 0.8:
+            await store.settle({key: {"event_id": "z", "status": "accepted", "topics": []}}, [])
+        elif choice < 0.95:
+            await store.settle({}, [key])
+        else:
+            await store.purge_expired()
+        if step % 500 == 0:
+            await asyncio.sleep(0.03)  # let keys expire now and then
+        assert len(store) == sum(len(shard) for shard in store._shards)
+    await store.close()
+    assert len(store) == 0
