@@ -123,11 +123,16 @@ def test_flush_within_a_timeout_keeps_what_it_could_not_deliver() -> None:
 
 
 async def test_async_flush_within_a_timeout_keeps_what_it_could_not_deliver() -> None:
-    client = AsyncEventClient(transport=httpx.MockTransport(_unavailable), retries=1000, backoff=0.05,
+    # A 503 without Retry-After, so the retries wait their backoff: with `Retry-After: 0` a fast
+    # machine ran all 1000 retries within the 0.2 s, and the call returned the last 503.
+    def unavailable(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, json={"code": "spool_full", "retriable": True})
+
+    client = AsyncEventClient(transport=httpx.MockTransport(unavailable), retries=1000, backoff=0.05,
                               max_backoff=0.05, batch_size=10, flush_interval=3600)  # fmt: skip
     for n in range(3):
         await client.enqueue(_activity(user_id=f"u{n}"))
-    with pytest.raises(IngestError):
+    with pytest.raises(IngestError, match=r"not delivered within 0\.2 s"):
         await client.flush(timeout=0.2)
     assert client.pending == 3
     await client.close(timeout=0.1)  # logs the loss, does not raise
