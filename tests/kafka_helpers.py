@@ -23,7 +23,7 @@ class Record:
     key: bytes | None
     value: bytes
     headers: dict[str, bytes]
-    timestamp_ms: int = 0
+    timestamp_ms: int
 
 
 def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 20.0) -> list[Record]:

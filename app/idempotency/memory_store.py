@@ -154,10 +154,13 @@ class MemoryIdempotencyStore:
     def __len__(self) -> int:
         return self._keys
 
-    def _put(self, shard: dict[bytes, bytes], digest: bytes, packed: bytes) -> None:
-        if digest not in shard:
+    def _put(self, shard: dict[bytes, bytes], digest: bytes, packed: bytes) -> bool:
+        """Store a key's answer; True when the key was not held (it arrives)."""
+        new = digest not in shard
+        if new:
             self._keys += 1
         shard[digest] = packed
+        return new
 
     def _drop(self, shard: dict[bytes, bytes], digest: bytes) -> bool:
         if shard.pop(digest, None) is None:
@@ -218,9 +221,8 @@ class MemoryIdempotencyStore:
         for key, result in completed.items():
             digest = _digest(key)
             shard = self._shard(digest)
-            if digest not in shard:  # dropped over the bound meanwhile: arrives again
-                self._arrivals.append(digest)
-            self._put(shard, digest, self._codec.encode(expires, result))
+            if self._put(shard, digest, self._codec.encode(expires, result)):
+                self._arrivals.append(digest)  # dropped over the bound meanwhile: arrives again
         for key in released:
             self._release(key)
 

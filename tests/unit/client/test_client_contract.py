@@ -23,6 +23,12 @@ def _unavailable(request: httpx.Request) -> httpx.Response:
     return httpx.Response(503, headers={"Retry-After": "0"}, json={"code": "spool_full", "retriable": True})
 
 
+def _unavailable_with_backoff(request: httpx.Request) -> httpx.Response:
+    """503 without Retry-After: the client waits its own backoff between retries (with
+    `Retry-After: 0` a fast machine runs 1000 retries within a 0.2 s deadline)."""
+    return httpx.Response(503, json={"code": "spool_full", "retriable": True})
+
+
 def _refusing(request: httpx.Request) -> httpx.Response:
     return httpx.Response(
         422, json={"detail": [{"field": "verb", "message": "bad"}], "code": "validation_error"}
@@ -123,12 +129,7 @@ def test_flush_within_a_timeout_keeps_what_it_could_not_deliver() -> None:
 
 
 async def test_async_flush_within_a_timeout_keeps_what_it_could_not_deliver() -> None:
-    # A 503 without Retry-After, so the retries wait their backoff: with `Retry-After: 0` a fast
-    # machine ran all 1000 retries within the 0.2 s, and the call returned the last 503.
-    def unavailable(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(503, json={"code": "spool_full", "retriable": True})
-
-    client = AsyncEventClient(transport=httpx.MockTransport(unavailable), retries=1000, backoff=0.05,
+    client = AsyncEventClient(transport=httpx.MockTransport(_unavailable_with_backoff), retries=1000, backoff=0.05,
                               max_backoff=0.05, batch_size=10, flush_interval=3600)  # fmt: skip
     for n in range(3):
         await client.enqueue(_activity(user_id=f"u{n}"))
