@@ -175,7 +175,8 @@ def verdicts(
 ) -> list[tuple[str, str, str, bool]]:
     """(target, configuration, reached, met) for every target that was measured."""
     rows: list[tuple[str, str, str, bool]] = []
-    low, high = min(options.single_connections), max(options.single_connections)
+    counts = options.single_connections or [0]  # a run of batches only measures no single events
+    low, high = min(counts), max(counts)
     for config in (c for c in options.configs if c != "bare"):
         batch = table.get((config, "batch", 32))
         if batch:

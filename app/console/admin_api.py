@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from starlette.types import ASGIApp
 
 # Routes such as a DLQ replay or a topic listing may wait for Kafka.
@@ -59,6 +58,8 @@ class AdminApi:
         self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
     ) -> Answer:
         clean = {name: value for name, value in (params or {}).items() if value not in (None, "")}
+        import httpx  # loaded with the console's first call: a worker that serves none never needs it
+
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self._app, client=("127.0.0.1", 0)),
             base_url="http://console.internal",

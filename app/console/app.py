@@ -14,11 +14,10 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from app.api import operations
@@ -34,6 +33,9 @@ from app.console.charts import line_chart
 from app.console.history import Sample, ServiceHistory, counts_of, request_figures
 from app.console.session import COOKIE_NAME, ConsoleSessions
 from app.runtime import Runtime
+
+if TYPE_CHECKING:  # jinja2 is loaded with the first page (see `Console.templates`)
+    from fastapi.templating import Jinja2Templates
 
 PREFIX = "/console"
 _HERE = Path(__file__).parent
@@ -53,8 +55,16 @@ SECURITY_HEADERS = {
 class Console:
     runtime: Runtime
     sessions: ConsoleSessions
-    templates: Jinja2Templates
     history: ServiceHistory
+    _templates: Jinja2Templates | None = None
+
+    @property
+    def templates(self) -> Jinja2Templates:
+        """The pages' templates, made on the first page: most workers never serve one, and jinja2
+        is a tenth of an idle worker's memory."""
+        if self._templates is None:
+            self._templates = console_templates()
+        return self._templates
 
     def viewer(self, request: Request) -> Viewer:
         return current_viewer(request, self.sessions, self.runtime.keys, self.runtime.settings.auth_enabled)
@@ -88,6 +98,8 @@ class Console:
 
 def console_templates() -> Jinja2Templates:
     """The pages' templates (autoescaped: they are .html), with the console's filters."""
+    from fastapi.templating import Jinja2Templates
+
     templates = Jinja2Templates(directory=_HERE / "templates")
     templates.env.filters["json"] = _json
     templates.env.filters["json_pretty"] = _pretty_json
@@ -104,13 +116,11 @@ def console_of(request: Request) -> Console:
 def install_console(app: FastAPI, runtime: Runtime) -> Console:
     """Add the console's pages, assets and error pages to `app`; the caller starts and stops its history."""
     settings = runtime.settings
-    templates = console_templates()
     console = Console(
         runtime=runtime,
         sessions=ConsoleSessions(
             settings.console_session_secret.get_secret_value(), settings.console_session_ttl.total_seconds()
         ),
-        templates=templates,
         history=ServiceHistory(lambda: console.sample()),
     )
     app.state.console = console

@@ -16,10 +16,12 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+if TYPE_CHECKING:  # cryptography is loaded with the first login (see `ConsoleSessions._cipher`)
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 COOKIE_NAME = "event_ingest_console"
 CSRF_FIELD = "csrf_token"
@@ -39,24 +41,36 @@ class ConsoleSessions:
 
     def __init__(self, secret: str, ttl_seconds: float) -> None:
         material = secret.encode() if secret else secrets.token_bytes(32)
-        self._cipher = AESGCM(hashlib.sha256(_PURPOSE + material).digest())
+        self._cipher_key = hashlib.sha256(_PURPOSE + material).digest()
+        self._aesgcm: AESGCM | None = None
         self._mac_key = hashlib.sha256(b"csrf:" + material).digest()
         self.ttl_seconds = ttl_seconds
+
+    def _cipher(self) -> AESGCM:
+        """The cookie cipher, made on first use: most workers never see a console cookie, and
+        cryptography's bindings are several megabytes of an idle worker."""
+        if self._aesgcm is None:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            self._aesgcm = AESGCM(self._cipher_key)
+        return self._aesgcm
 
     def seal(self, key: str) -> str:
         nonce = secrets.token_bytes(_NONCE_BYTES)
         payload = orjson.dumps({"key": key, "expires_at": time.time() + self.ttl_seconds})
-        sealed = nonce + self._cipher.encrypt(nonce, payload, _PURPOSE)
+        sealed = nonce + self._cipher().encrypt(nonce, payload, _PURPOSE)
         return base64.urlsafe_b64encode(sealed).decode().rstrip("=")
 
     def open(self, cookie: str | None) -> Session | None:
         """The session in `cookie`; None when missing, altered, sealed under another secret, or expired."""
         if not cookie or len(cookie) > 4096:
             return None
+        from cryptography.exceptions import InvalidTag
+
         try:
             sealed = base64.urlsafe_b64decode(cookie + "=" * (-len(cookie) % 4))
             payload = orjson.loads(
-                self._cipher.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], _PURPOSE)
+                self._cipher().decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], _PURPOSE)
             )
             session = Session(key=str(payload["key"]), expires_at=float(payload["expires_at"]))
         except (InvalidTag, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
