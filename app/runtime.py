@@ -131,7 +131,9 @@ class Runtime:
             on_change=lambda state: metrics.breaker_state.set(STATE_VALUES.get(state, 2)),
         )
         producer = AsyncProducer(
-            settings.librdkafka_config(), on_replaced=lambda reason: metrics.record_producer_restart()
+            settings.librdkafka_config(),
+            on_replaced=lambda reason: metrics.record_producer_restart(),
+            eager_below=settings.kafka_producer_eager_below,
         )
         engine = create_database_engine(settings.sqlalchemy_url)
         spool = Spool(SpoolStore(engine, settings.spool_max_records), on_added=metrics.record_spooled)

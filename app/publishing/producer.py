@@ -29,6 +29,11 @@ logger = logging.getLogger(__name__)
 # restarted broker an idempotent producer can stay stuck on its old requests): see OutageRecovery.
 TIMEOUT_CODES = frozenset({KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT})
 ERROR_LOG_INTERVAL = 10.0  # seconds between two log lines for the same kind of client error
+# How long an eager send's flush lasts: long enough for librdkafka's broker threads, woken at its
+# start, to see it and send (a flush of 0 ends before they wake), short enough to end long before
+# the acknowledgement (the flush would otherwise wait for it, holding linger.ms off meanwhile).
+EAGER_FLUSH_SECONDS = 0.001
+EAGER_WAIT_SECONDS = 0.25  # how often the eager-send thread checks that the producer still runs
 # Client errors that mean a broker connection failed (a broker down, killed or unreachable).
 BROKER_FAILURE_CODES = frozenset({KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN})
 
@@ -150,6 +155,9 @@ class AsyncProducer:
     __slots__ = (
         "_completed",
         "_config",
+        "_eager_below",
+        "_eager_thread",
+        "_eager_wanted",
         "_last_logged",
         "_loop",
         "_on_replaced",
@@ -164,7 +172,12 @@ class AsyncProducer:
         "timed_out",
     )
 
-    def __init__(self, config: dict[str, Any], on_replaced: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        on_replaced: Callable[[str], None] | None = None,
+        eager_below: int = 0,
+    ) -> None:
         self._config = dict(config)
         self._config.setdefault("error_cb", self._on_client_error)
         # librdkafka's own log lines go through Python logging instead of raw stderr.
@@ -189,6 +202,11 @@ class AsyncProducer:
         self.all_brokers_down = asyncio.Event()
         # time.monotonic() of the last failed broker connection (written by librdkafka's thread).
         self.broker_failed_at = -1e9
+        # A send after which the producer holds at most this many records (queued or awaiting their
+        # acknowledgement) has them go out at once rather than wait out linger.ms: see _send_eagerly.
+        self._eager_below = eager_below
+        self._eager_wanted = threading.Event()
+        self._eager_thread: threading.Thread | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -196,6 +214,9 @@ class AsyncProducer:
         self._running.set()
         self._poll_thread = threading.Thread(target=self._poll_forever, name="kafka-poll", daemon=True)
         self._poll_thread.start()
+        if self._eager_below > 0:
+            self._eager_thread = threading.Thread(target=self._send_eagerly, name="kafka-eager", daemon=True)
+            self._eager_thread.start()
 
     def _poll_forever(self) -> None:
         while self._running.is_set():
@@ -204,6 +225,29 @@ class AsyncProducer:
                 return
             try:
                 producer.poll(0.05)
+            except KafkaException as exc:
+                self._fatal(str(exc.args[0]))
+
+    def _send_eagerly(self) -> None:
+        """Thread: have librdkafka send what it holds now, on request from `send`.
+
+        linger.ms lets the records of concurrent requests share batches (fewer, fuller produce
+        requests: less CPU in the broker and here), but an event arriving at a quiet moment waits it
+        out alone. While a flush runs, librdkafka ignores linger.ms and wakes its broker threads at
+        the flush's start; a flush of a millisecond is enough for them to take the records, so
+        this thread (not the loop) spends that millisecond. Its delivery callbacks are the poll
+        thread's, served from here as well.
+        """
+        wanted = self._eager_wanted
+        while self._running.is_set():
+            if not wanted.wait(EAGER_WAIT_SECONDS):
+                continue
+            wanted.clear()
+            producer = self._producer
+            if producer is None:
+                return
+            try:
+                producer.flush(EAGER_FLUSH_SECONDS)
             except KafkaException as exc:
                 self._fatal(str(exc.args[0]))
 
@@ -288,6 +332,9 @@ class AsyncProducer:
         )
         report = delivery.on_delivery
         produce = producer.produce
+        # Eager when the producer, these records included, holds few: a quiet moment. A batch of a
+        # request, and single events under load, wait out linger.ms and share produce requests.
+        eager = len(producer) + len(records) <= self._eager_below
         for index, (topic, value, key, headers) in enumerate(records):
             try:
                 # (The stub wants list[tuple[str, str | bytes | None]]: lists are invariant.)
@@ -304,6 +351,8 @@ class AsyncProducer:
                 if error.fatal() or error.code() == KafkaError._FATAL:
                     self._fatal(error.str())
                 delivery.settle(index, DeliveryError.from_kafka(topic, error))
+        if eager:
+            self._eager_wanted.set()
         return delivery
 
     def queue_length(self) -> int:
@@ -338,8 +387,9 @@ class AsyncProducer:
             return 0
         remaining = int(await asyncio.to_thread(producer.flush, flush_seconds))
         self._running.clear()
-        if self._poll_thread is not None:
-            await asyncio.to_thread(self._poll_thread.join, 5)
+        for thread in (self._poll_thread, self._eager_thread):
+            if thread is not None:
+                await asyncio.to_thread(thread.join, 5)
         self._producer = None
         return remaining
 
