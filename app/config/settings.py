@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     kafka_producer_batch_timeout: Duration = timedelta(milliseconds=10)
     # A send after which the producer holds at most this many records (its own included, queued or
     # awaiting acknowledgement) goes out at once; 0: every send waits out linger.ms.
-    kafka_producer_eager_below: Annotated[int, Field(ge=0, le=1_000_000)] = 16
+    kafka_producer_eager_below: Annotated[int, Field(ge=0, le=1_000_000)] = 8
     kafka_compression_type: CompressionType = "snappy"
     kafka_serialization: SerializationFormat = "json"
     kafka_queue_max_messages: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 LINGER_SECONDS = 2.0
 
 
-@pytest.mark.parametrize("eager_below", [16, 0], ids=["eager", "always-linger"])
+@pytest.mark.parametrize("eager_below", [8, 0], ids=["eager", "always-linger"])
 async def test_a_single_event_at_a_quiet_moment_does_not_wait_out_the_linger(
     make_settings: SettingsFactory, eager_below: int
 ) -> None:

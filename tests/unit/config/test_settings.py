@@ -51,7 +51,7 @@ def test_defaults_match_the_go_publisher(monkeypatch: pytest.MonkeyPatch) -> Non
     assert settings.kafka_producer_timeout == timedelta(seconds=10)
     # The Go publisher's 10 ms, but a send at a quiet moment goes out at once (see the producer).
     assert settings.kafka_producer_batch_timeout == timedelta(milliseconds=10)
-    assert settings.kafka_producer_eager_below == 16
+    assert settings.kafka_producer_eager_below == 8
     assert settings.kafka_producer_batch_size == 100
     assert settings.kafka_compression_type == "snappy"
     assert settings.kafka_serialization == "json"
