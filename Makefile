@@ -155,7 +155,8 @@ bench-instructions: install
 	@command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind) || (echo "install valgrind" && false)
 	$(PY) bench/instructions.py $${MODE:-batch} $(INSTRUCTIONS_ARGS)
 
-## bench-compare: git revisions measured side by side in one run (REVS="main~3 main")
+## bench-compare: git revisions measured side by side in one run (REVS="main~3 main",
+## COMPARE_ARGS="--workers 2 --modes batch --rounds 5")
 bench-compare: install
 	$(NEED_WRK)
-	$(PY) bench/compare.py $${REVS:-HEAD~1 HEAD}
+	$(PY) bench/compare.py $${REVS:-HEAD~1 HEAD} $${COMPARE_ARGS}

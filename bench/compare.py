@@ -3,8 +3,8 @@
 The machine is noisy (runs differ by up to ±30 %), so figures of two revisions are only comparable
 when measured in the same run: each round measures every revision once, in turn, and the medians
 over the rounds are printed. Each revision is checked out into a temporary git worktree and served
-from there (one worker, authentication on), against one development broker, with this tree's wrk
-script; everything runs on 127.0.0.1 and everything started is stopped.
+from there (one worker, or `--workers N`; authentication on), against one development broker, with
+this tree's wrk script; everything runs on 127.0.0.1 and everything started is stopped.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=6)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--modes", default="single,batch")
+    # Two workers share the two cores with the broker and wrk: CPU spent outside a worker's main
+    # thread (the broker's, librdkafka's) then counts, as it does not with one.
+    parser.add_argument("--workers", type=int, default=1)
     options = parser.parse_args()
     modes = options.modes.split(",")
     figures: dict[tuple[str, str], list[float]] = {}
@@ -51,7 +54,7 @@ def main() -> None:
                     database = f"sqlite:///{workdir / f'{tree.name}-{round_number}.db'}"
                     migrations.upgrade(database)
                     port = free_port()
-                    env = _service_env(broker.bootstrap, database, port, 1)
+                    env = _service_env(broker.bootstrap, database, port, options.workers)
                     log = workdir / f"{tree.name}.log"
                     with _process([PYTHON, "-m", "app"], env, port, log, cwd=tree):
                         for mode in modes:
