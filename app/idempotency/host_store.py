@@ -3,9 +3,9 @@
 The memory store is per process, so with several workers a repeat that lands on another worker
 was published twice; the database store is shared by every instance but costs two database
 transactions for each request. LMDB is a memory-mapped B-tree built for many
-processes on one host: a request's keys are reserved in one write transaction (tens of
-microseconds a key, reserve and settle; several times less than the database store), under a
-lock shared by the processes, without a server.
+processes on one host: a request's keys are reserved in one write transaction (microseconds a
+key, reserve and settle; several times less than the database store), under a lock shared by the
+processes, without a server.
 
 Commits are not fsynced: a worker that crashes loses nothing (the pages are in the kernel's
 cache), an operating-system crash may forget the last keys, which can only let a repeat through
