@@ -18,6 +18,7 @@ from app.event_types.registry import RegisteredType
 from app.events.time_window import EventTimeWindow
 from app.events.validation import describe_errors
 from app.idempotency.store import IdempotencyStore, StoredResult
+from app.ingest.single_events import SingleEventGroups, WaitingEvent
 from app.observability.publisher_metrics import PublisherMetrics
 from app.publishing.publisher import (
     EventPublisher,
@@ -76,19 +77,35 @@ class IngestService:
         self.metrics = metrics
         self.time_window = time_window
         self.event_types = event_types  # the registered (custom) types by name
+        self.single_events: SingleEventGroups[ItemOutcome] = SingleEventGroups(self._ingest_group)
 
     async def ingest_one(
         self, event: BaseEvent, idempotency_key: str | None, traceparent: str | None, ack: AckLevel
     ) -> ItemOutcome:
-        """One event. A known key answers `duplicate` with the first event id."""
+        """One event. A known key answers `duplicate` with the first event id.
+
+        Published together with the single events of other requests in the same loop turn (see
+        `SingleEventGroups`); with tracing on, alone, so that its spans belong to its request.
+        """
         problems = self.time_window.problems(event)
         if problems is not None:
             self.metrics.record_rejected("validation")
             return ItemOutcome(EventStatus.REJECTED, event.event_id_text, validation_errors=problems)
-        (outcome,) = await self._ingest(
-            [event], [_keys(event, idempotency_key)], traceparent, ack, batch=False
-        )
+        keys = _keys(event, idempotency_key)
+        if not self.publisher.tracing.enabled:
+            return await self.single_events.submit(WaitingEvent(event, keys, traceparent), ack)
+        (outcome,) = await self._ingest([event], [keys], [traceparent], ack, batch=False)
         return outcome
+
+    async def _ingest_group(self, waiting: list[WaitingEvent], ack: AckLevel) -> list[ItemOutcome]:
+        """The single events of several requests, each with its own keys and trace context."""
+        return await self._ingest(
+            [item.event for item in waiting],
+            [item.keys for item in waiting],
+            [item.traceparent for item in waiting],
+            ack,
+            batch=False,
+        )
 
     async def ingest_batch(
         self,
@@ -150,7 +167,9 @@ class IngestService:
         keys = [
             _keys(event, f"{idempotency_key}:{index}" if idempotency_key else None) for index, event in valid
         ]
-        published = await self._ingest([event for _, event in valid], keys, traceparent, ack, batch=True)
+        published = await self._ingest(
+            [event for _, event in valid], keys, [traceparent] * len(valid), ack, batch=True
+        )
         for (index, _), outcome in zip(valid, published, strict=True):
             outcomes[index] = outcome
         return [outcome for outcome in outcomes if outcome is not None]
@@ -171,7 +190,7 @@ class IngestService:
         self,
         events: list[BaseEvent],
         keys: list[_Keys],
-        traceparent: str | None,
+        traceparents: Sequence[str | None],
         ack: AckLevel,
         *,
         batch: bool,
@@ -205,7 +224,7 @@ class IngestService:
         fresh = [position for position, outcome in enumerate(outcomes) if outcome is None]
         results = await self.publisher.publish_many(
             [events[p] for p in fresh],
-            traceparent,
+            traceparents=[traceparents[p] for p in fresh],
             spool_only=ack == "spool",
             routes=[routes[p] for p in fresh],
         )

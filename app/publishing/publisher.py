@@ -130,17 +130,22 @@ class EventPublisher:
         *,
         spool_only: bool = False,
         routes: Sequence[Route] | None = None,
+        traceparents: Sequence[str | None] | None = None,
     ) -> list[PublishResult]:
         """Publish events in order (each user's events stay in order); one result per event.
 
         `spool_only` (ack level `spool`) answers once the records are in the spool and leaves
-        the delivery to the relay. `routes`, when the caller has routed the events already.
+        the delivery to the relay. `routes`, when the caller has routed the events already;
+        `traceparents`, one an event, when they came from different requests.
         """
         with self.tracing.span("route", **{"event_ingest.events": len(events)}):
             if routes is None:
                 routes = [self.router.route(event) for event in events]
             # With tracing on, consumers continue the trace from this span, not the caller's.
-            records = self._records(events, routes, self.tracing.traceparent() or traceparent)
+            own = self.tracing.traceparent()
+            if own is not None or traceparents is None:
+                traceparents = [own or traceparent] * len(events)
+            records = self._records(events, routes, traceparents)
         if self.in_flight + len(records) > self._max_in_flight:
             failure = PublishFailure(
                 FailureCode.QUEUE_FULL, f"more than {self._max_in_flight} records in flight", True, 1.0
@@ -231,10 +236,10 @@ class EventPublisher:
         )
 
     def _records(
-        self, events: Sequence[BaseEvent], routes: Sequence[Route], traceparent: str | None
+        self, events: Sequence[BaseEvent], routes: Sequence[Route], traceparents: Sequence[str | None]
     ) -> list[OutRecord]:
         records: list[OutRecord] = []
-        for index, (event, route) in enumerate(zip(events, routes, strict=True)):
+        for index, (event, route, traceparent) in enumerate(zip(events, routes, traceparents, strict=True)):
             if route.unrouted:
                 continue
             # Registered types go out as JSON whatever KAFKA_SERIALIZATION says: the protobuf
