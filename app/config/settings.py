@@ -74,8 +74,8 @@ class Settings(BaseSettings):
     # linger.ms, the Go publisher's 10 ms: under load concurrent requests share batches (fewer produce
     # requests, less CPU in the broker); a send at a quiet moment does not wait it out (below).
     kafka_producer_batch_timeout: Duration = timedelta(milliseconds=10)
-    # A send after which the producer holds at most this many records (its own included, queued or
-    # awaiting acknowledgement) goes out at once; 0: every send waits out linger.ms.
+    # A send that finds the producer holding at most this many records (queued or awaiting their
+    # acknowledgement) goes out at once; 0: every send waits out linger.ms.
     kafka_producer_eager_below: Annotated[int, Field(ge=0, le=1_000_000)] = 8
     kafka_compression_type: CompressionType = "snappy"
     kafka_serialization: SerializationFormat = "json"

@@ -202,8 +202,8 @@ class AsyncProducer:
         self.all_brokers_down = asyncio.Event()
         # time.monotonic() of the last failed broker connection (written by librdkafka's thread).
         self.broker_failed_at = -1e9
-        # A send after which the producer holds at most this many records (queued or awaiting their
-        # acknowledgement) has them go out at once rather than wait out linger.ms: see _send_eagerly.
+        # A send that finds the producer holding at most this many records (queued or awaiting their
+        # acknowledgement) goes out at once rather than wait out linger.ms: see _send_eagerly.
         self._eager_below = eager_below
         self._eager_wanted = threading.Event()
         self._eager_thread: threading.Thread | None = None
@@ -332,9 +332,11 @@ class AsyncProducer:
         )
         report = delivery.on_delivery
         produce = producer.produce
-        # Eager when the producer, these records included, holds few: a quiet moment. A batch of a
-        # request, and single events under load, wait out linger.ms and share produce requests.
-        eager = len(producer) + len(records) <= self._eager_below
+        # Eager when the producer holds few records besides these (queued, or awaiting their
+        # acknowledgement): a quiet moment, or the group of single events of a loop turn arriving
+        # after the previous one was answered. Sends that find others waiting (batches and single
+        # events under load) wait out linger.ms with them and share produce requests.
+        eager = self._eager_below > 0 and len(producer) <= self._eager_below
         for index, (topic, value, key, headers) in enumerate(records):
             try:
                 # (The stub wants list[tuple[str, str | bytes | None]]: lists are invariant.)
