@@ -51,18 +51,18 @@ class SingleEventGroups(Generic[Outcome]):
             group = self._open[ack] = ([], [])
             # A context of its own: the group serves several requests, none of whose ids its log
             # lines should carry.
-            loop.call_soon(self._close, ack, context=contextvars.Context())
+            loop.call_soon(self._close, ack, group, context=contextvars.Context())
         events, answers = group
         events.append(waiting)
         answers.append(answer)
         if len(events) >= MAX_GROUP:
-            self._close(ack)
+            self._close(ack, group)
         return await answer
 
-    def _close(self, ack: AckLevel) -> None:
-        group = self._open.pop(ack, None)
-        if group is None:  # closed already when it filled up
+    def _close(self, ack: AckLevel, group: tuple[list[WaitingEvent], list[asyncio.Future[Outcome]]]) -> None:
+        if self._open.get(ack) is not group:  # closed already when it filled up
             return
+        del self._open[ack]
         task = asyncio.get_running_loop().create_task(self._run(*group, ack), context=contextvars.Context())
         self._running.add(task)
         task.add_done_callback(self._running.discard)
