@@ -2,7 +2,9 @@
 
 Starts a development broker and the service (one worker), drives one scenario with wrk while
 py-spy samples the worker, then prints the functions with the most samples, inclusive and self,
-and writes the collapsed stacks (for flame graphs) under bench/results/.
+and writes the collapsed stacks (for flame graphs) under bench/results/. `--shipped`: the settings
+docker-compose.yml and the Kubernetes ConfigMap ship (`IDEMPOTENCY_STORE=database`, spool and keys
+on a PostgreSQL started here), as `bench/targets.py` measures them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import collections
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,7 +24,9 @@ sys.path.insert(0, str(ROOT))
 
 from app.database import migrations  # noqa: E402
 from app.devbroker import DevBroker, free_port  # noqa: E402
+from bench.postgres import ingest_database  # noqa: E402
 from bench.run import PYTHON, _process, _service_env, _wrk, stat_cpu_seconds  # noqa: E402
+from bench.targets import SHIPPED  # noqa: E402
 
 
 def _summarize(collapsed: Path, top: int) -> None:
@@ -58,6 +64,18 @@ def _thread_cpu(pid: int) -> dict[str, float]:
     return dict(seconds)
 
 
+@contextmanager
+def _database(workdir: Path, shipped: bool) -> Iterator[str]:
+    """The service's database: PostgreSQL for the shipped settings, else SQLite in `workdir`."""
+    if shipped:
+        with ingest_database() as url:
+            yield url
+        return
+    url = f"sqlite:///{workdir / 'spool.db'}"
+    migrations.upgrade(url)
+    yield url
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("mode", choices=["single", "batch"])
@@ -70,16 +88,19 @@ def main() -> None:
         action="store_true",
         help="sample only the thread holding the GIL (Python CPU; without it, threads waiting in C count too)",
     )
+    parser.add_argument("--shipped", action="store_true", help="the shipped settings, on PostgreSQL")
     options = parser.parse_args()
     path = "/v1/events/attempts" if options.mode == "single" else "/v1/events/batch"
     batch = 1 if options.mode == "single" else 100
     out = ROOT / "bench" / "results" / f"profile-{options.mode}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.txt"
-    with tempfile.TemporaryDirectory(prefix="profile-") as tmp, DevBroker(free_port()) as broker:
+    with (
+        tempfile.TemporaryDirectory(prefix="profile-") as tmp,
+        DevBroker(free_port()) as broker,
+        _database(Path(tmp), options.shipped) as database,
+    ):
         workdir = Path(tmp)
-        database = f"sqlite:///{workdir / 'spool.db'}"
-        migrations.upgrade(database)
         port = free_port()
-        env = _service_env(broker.bootstrap, database, port, 1)
+        env = _service_env(broker.bootstrap, database, port, 1, **(SHIPPED if options.shipped else {}))
         with _process([PYTHON, "-m", "app"], env, port, workdir / "service.log") as pid:
             _wrk(port, path, options.mode, batch, 2, options.connections, 0, workdir)  # warm-up
             spy = subprocess.Popen(

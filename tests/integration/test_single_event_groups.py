@@ -1,10 +1,12 @@
 """Concurrent single-event requests are published together (`SingleEventGroups`) and each is
 still answered as if alone: its own event id, status and trace context on its record, a key
-seen before in the same group a duplicate, and one record per accepted event."""
+seen before in the same group a duplicate, and one record per accepted event; with each
+idempotency store, the database one on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
 import pytest
@@ -23,10 +25,24 @@ def _traceparent(n: int) -> str:
     return f"00-{n + 1:032x}-{n + 1:016x}-01"
 
 
+@pytest.mark.parametrize(
+    ("store", "database"),
+    [("memory", "sqlite"), ("host", "sqlite"), ("database", "sqlite"), ("database", "postgresql")],
+    ids=["memory", "host", "database-sqlite", "database-postgresql"],
+)
 async def test_concurrent_single_events_are_published_together_and_answered_each_alone(
-    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+    make_settings: SettingsFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    store: str,
+    database: str,
 ) -> None:
-    settings: Settings = make_settings()
+    settings: Settings = make_settings(
+        idempotency_store=store,
+        database_url=request.getfixturevalue(f"{database.replace('postgresql', 'postgres')}_url"),
+        data_dir=tmp_path / "data",
+    )
     app = create_app(settings)
     async with running(app) as client:
         runtime: Runtime = app.state.runtime
