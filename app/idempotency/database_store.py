@@ -128,14 +128,18 @@ class _SqliteStatements:
 
 
 class _PostgresStatements:
-    """Arrays unnested server-side: one statement and one round trip however many keys."""
+    """Arrays unnested server-side: one statement and one round trip however many keys.
+
+    The arrays go in psycopg's binary format (`%b`): its text format escapes every element with a
+    regular expression, which took half the client's CPU of a reservation.
+    """
 
     def insert_new(
         self, connection: Connection, rows: Sequence[tuple[str, str]], expires: datetime
     ) -> set[str]:
         found = connection.exec_driver_sql(
             "INSERT INTO idempotency_keys (key, result, expires_at) "
-            "SELECT k, r::json, %s FROM unnest(%s::text[], %s::text[]) AS t(k, r) "
+            "SELECT k, r::json, %s FROM unnest(%b::text[], %b::text[]) AS t(k, r) "
             "ON CONFLICT (key) DO NOTHING RETURNING key",
             (expires, [key for key, _ in rows], [result for _, result in rows]),
         )
@@ -145,13 +149,13 @@ class _PostgresStatements:
         self, connection: Connection, keys: Sequence[str]
     ) -> Iterable[tuple[str, str, datetime]]:
         found = connection.exec_driver_sql(
-            "SELECT key, result::text, expires_at FROM idempotency_keys WHERE key = ANY(%s) FOR UPDATE",
+            "SELECT key, result::text, expires_at FROM idempotency_keys WHERE key = ANY(%b::text[]) FOR UPDATE",
             (list(keys),),
         )
         return [(key, result, expires_at) for key, result, expires_at in found]
 
     def delete(self, connection: Connection, keys: Sequence[str]) -> None:
-        connection.exec_driver_sql("DELETE FROM idempotency_keys WHERE key = ANY(%s)", (list(keys),))
+        connection.exec_driver_sql("DELETE FROM idempotency_keys WHERE key = ANY(%b::text[])", (list(keys),))
 
     def update(
         self, connection: Connection, rows: Sequence[tuple[str, str]], expires: datetime | None

@@ -59,6 +59,25 @@ async def test_groups_reserve_in_order_and_a_repeat_within_the_call_is_known(
     assert again == [(0, {"event_id": "first-b"}), None]
 
 
+async def test_keys_and_answers_of_any_characters_are_kept_as_they_are(make_store: StoreFactory) -> None:
+    """What an array's text form would have to escape (quotes, backslashes, commas, braces, the
+    word NULL, spaces, other scripts) reaches the store and comes back unchanged."""
+    odd = ['key:"quoted"', "back\\slash", "a,b", "{braces}", "NULL", " padded ", "ключ:試し", "x\ty"]
+    store = make_store()
+    assert await store.reserve([_group(key) for key in odd]) == [None] * len(odd)
+    await store.settle({odd[0]: {"event_id": 'final "answer" \\ {x}'}}, [odd[1]])
+    answers = await store.reserve([_group(key, answer="again") for key in odd])
+    assert (
+        answers
+        == [
+            (0, {"event_id": 'final "answer" \\ {x}'}),
+            None,  # released
+            *((0, {"event_id": f"first-{key}"}) for key in odd[2:]),
+        ]
+    )
+    await store.close()
+
+
 async def test_a_known_key_frees_the_rest_of_its_group(make_store: StoreFactory) -> None:
     store = make_store()
     assert await store.reserve([_group("live")]) == [None]
