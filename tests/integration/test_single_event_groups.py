@@ -26,8 +26,13 @@ def _traceparent(n: int) -> str:
 
 
 @pytest.mark.parametrize(
-    ("store", "database"),
-    [("memory", "sqlite"), ("host", "sqlite"), ("database", "sqlite"), ("database", "postgresql")],
+    ("store", "database_fixture"),
+    [
+        ("memory", "sqlite_url"),
+        ("host", "sqlite_url"),
+        ("database", "sqlite_url"),
+        ("database", "postgres_url"),
+    ],
     ids=["memory", "host", "database-sqlite", "database-postgresql"],
 )
 async def test_concurrent_single_events_are_published_together_and_answered_each_alone(
@@ -36,11 +41,11 @@ async def test_concurrent_single_events_are_published_together_and_answered_each
     request: pytest.FixtureRequest,
     tmp_path: Path,
     store: str,
-    database: str,
+    database_fixture: str,
 ) -> None:
     settings: Settings = make_settings(
         idempotency_store=store,
-        database_url=request.getfixturevalue(f"{database.replace('postgresql', 'postgres')}_url"),
+        database_url=request.getfixturevalue(database_fixture),
         data_dir=tmp_path / "data",
     )
     app = create_app(settings)
