@@ -13,7 +13,7 @@ from typing import Any, NamedTuple, get_args
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 
-from app.ingest.service import AckLevel
+from app.ingest.single_events import AckLevel
 from app.observability.request_context import current_traceparent
 from app.runtime import Runtime
 

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -18,7 +18,7 @@ from app.event_types.registry import RegisteredType
 from app.events.time_window import EventTimeWindow
 from app.events.validation import describe_errors
 from app.idempotency.store import IdempotencyStore, StoredResult
-from app.ingest.single_events import SingleEventGroups, WaitingEvent
+from app.ingest.single_events import AckLevel, EventKeys, SingleEventGroups, WaitingEvent
 from app.observability.publisher_metrics import PublisherMetrics
 from app.publishing.publisher import (
     EventPublisher,
@@ -30,8 +30,6 @@ from event_models.outcomes import EventStatus, FailureCode
 
 EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
 
-AckLevel = Literal["kafka", "spool"]
-_Keys = list[tuple[Literal["request", "attempt", "identity"], str]]  # an event's idempotency keys, by kind
 BUILTIN_TYPES = frozenset(kind.value for kind in EventType)
 
 
@@ -189,7 +187,7 @@ class IngestService:
     async def _ingest(
         self,
         events: list[BaseEvent],
-        keys: list[_Keys],
+        keys: list[EventKeys],
         traceparents: Sequence[str | None],
         ack: AckLevel,
         *,
@@ -255,9 +253,9 @@ class IngestService:
         return done
 
 
-def _keys(event: BaseEvent, request_key: str | None) -> _Keys:
+def _keys(event: BaseEvent, request_key: str | None) -> EventKeys:
     """The idempotency keys of one event, as (kind, key): the request's and, for attempts, the attempt's."""
-    keys: _Keys = []
+    keys: EventKeys = []
     if request_key:
         keys.append(("request", f"key:{request_key}"))
     if isinstance(event, AttemptEvent) and event.client_attempt_id:

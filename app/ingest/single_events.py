@@ -20,6 +20,8 @@ from typing import Generic, Literal, TypeVar
 from event_models.models import BaseEvent
 
 AckLevel = Literal["kafka", "spool"]
+# An event's idempotency keys, as (kind, key).
+EventKeys = list[tuple[Literal["request", "attempt", "identity"], str]]
 # A bound on a group, so that one over MAX_IN_FLIGHT_RECORDS (refused whole, 429) stays small.
 MAX_GROUP = 64
 Outcome = TypeVar("Outcome")
@@ -27,10 +29,10 @@ Outcome = TypeVar("Outcome")
 
 @dataclass(slots=True)
 class WaitingEvent:
-    """One request's event, its idempotency keys (as (kind, key)) and trace context."""
+    """One request's event, its idempotency keys and trace context."""
 
     event: BaseEvent
-    keys: list[tuple[Literal["request", "attempt", "identity"], str]]
+    keys: EventKeys
     traceparent: str | None
 
 

@@ -126,7 +126,6 @@ class EventPublisher:
     async def publish_many(
         self,
         events: Sequence[BaseEvent],
-        traceparent: str | None = None,
         *,
         spool_only: bool = False,
         routes: Sequence[Route] | None = None,
@@ -136,7 +135,8 @@ class EventPublisher:
 
         `spool_only` (ack level `spool`) answers once the records are in the spool and leaves
         the delivery to the relay. `routes`, when the caller has routed the events already;
-        `traceparents`, one an event, when they came from different requests.
+        `traceparents`, one an event: its caller's trace context (events of a group come from
+        different requests).
         """
         with self.tracing.span("route", **{"event_ingest.events": len(events)}):
             if routes is None:
@@ -144,7 +144,7 @@ class EventPublisher:
             # With tracing on, consumers continue the trace from this span, not the caller's.
             own = self.tracing.traceparent()
             if own is not None or traceparents is None:
-                traceparents = [own or traceparent] * len(events)
+                traceparents = [own] * len(events)
             records = self._records(events, routes, traceparents)
         if self.in_flight + len(records) > self._max_in_flight:
             failure = PublishFailure(
