@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,7 +22,9 @@ sys.path.insert(0, str(ROOT))
 
 from app.database import migrations  # noqa: E402
 from app.devbroker import DevBroker, free_port  # noqa: E402
+from bench.postgres import ingest_database  # noqa: E402
 from bench.run import PYTHON, _process, _service_env, _wrk  # noqa: E402
+from bench.targets import SHIPPED  # noqa: E402
 
 SCENARIOS = {"single": ("/v1/events/attempts", 1), "batch": ("/v1/events/batch", 100)}
 
@@ -36,11 +39,15 @@ def main() -> None:
     # Two workers share the two cores with the broker and wrk: CPU spent outside a worker's main
     # thread (the broker's, librdkafka's) then counts, as it does not with one.
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--shipped", action="store_true", help="the shipped settings, on PostgreSQL")
     options = parser.parse_args()
     modes = options.modes.split(",")
     figures: dict[tuple[str, str], list[float]] = {}
-    with tempfile.TemporaryDirectory(prefix="compare-") as tmp, DevBroker(free_port()) as broker:
-        workdir = Path(tmp)
+    medians: dict[tuple[str, str], list[float]] = {}  # p50 latencies in ms
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="compare-")))
+        broker = stack.enter_context(DevBroker(free_port()))
+        shipped = stack.enter_context(ingest_database()) if options.shipped else None
         trees: dict[str, Path] = {}
         for revision in options.revisions:
             tree = workdir / f"tree-{len(trees)}"
@@ -51,10 +58,11 @@ def main() -> None:
         try:
             for round_number in range(options.rounds):
                 for revision, tree in trees.items():
-                    database = f"sqlite:///{workdir / f'{tree.name}-{round_number}.db'}"
+                    database = shipped or f"sqlite:///{workdir / f'{tree.name}-{round_number}.db'}"
                     migrations.upgrade(database)
                     port = free_port()
-                    env = _service_env(broker.bootstrap, database, port, options.workers)
+                    settings = SHIPPED if shipped else {}
+                    env = _service_env(broker.bootstrap, database, port, options.workers, **settings)
                     log = workdir / f"{tree.name}.log"
                     with _process([PYTHON, "-m", "app"], env, port, log, cwd=tree):
                         for mode in modes:
@@ -64,20 +72,24 @@ def main() -> None:
                                 port, path, mode, batch, options.duration, options.connections, 0, workdir
                             )
                             rate = result["requests"] / (result["duration_us"] / 1e6) * batch
+                            p50 = result["p50_us"] / 1000
                             figures.setdefault((revision, mode), []).append(rate)
+                            medians.setdefault((revision, mode), []).append(p50)
                             print(
-                                f"round {round_number + 1} {revision:>12} {mode:6} {rate:9.0f} events/s",
+                                f"round {round_number + 1} {revision:>12} {mode:6} {rate:9.0f} events/s"
+                                f" p50 {p50:.1f} ms",
                                 file=sys.stderr,
                             )
         finally:
             for tree in trees.values():
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
-    print(f"{'revision':>12} " + " ".join(f"{mode + ' ev/s (median)':>24}" for mode in modes))
+    print(f"{'revision':>12} " + " ".join(f"{mode + ' ev/s (median)':>24} {'p50 ms':>6}" for mode in modes))
     for revision in options.revisions:
         cells = []
         for mode in modes:
             values = figures[(revision, mode)]
-            cells.append(f"{statistics.median(values):9.0f} ({min(values):.0f}-{max(values):.0f})".rjust(24))
+            rates = f"{statistics.median(values):9.0f} ({min(values):.0f}-{max(values):.0f})".rjust(24)
+            cells.append(f"{rates} {statistics.median(medians[(revision, mode)]):6.1f}")
         print(f"{revision:>12} " + " ".join(cells))
 
 
