@@ -1,6 +1,6 @@
 """Seen keys in the `idempotency_keys` table: shared by every worker and instance using the database.
 
-The reservations and settlements of a worker's concurrent requests are written together (group
+The reservations and settlements of a worker's concurrent requests share transactions (group
 commit), whatever their number of keys: the settlements' updates and deletes, then a
 multi-row insert that skips keys already there (and says which it inserted), one locking read of
 those, and the group semantics worked out in memory. The statements go to the driver as they are
@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -37,15 +36,7 @@ ROWS_PER_STATEMENT = 2000  # SQLite allows 32,766 parameters in one statement; t
 
 
 class _Statements(Protocol):
-    """The few statements the store needs, in one database's dialect, and its transactions."""
-
-    def connect(self, engine: Engine) -> AbstractContextManager[Connection]:
-        """A connection for one group commit's writes."""
-        ...
-
-    def locking(self, connection: Connection) -> AbstractContextManager[None]:
-        """A transaction around reads that lock rows and the writes that depend on them."""
-        ...
+    """The few statements the store needs, in one database's dialect."""
 
     def insert_new(
         self, connection: Connection, rows: Sequence[tuple[str, str]], expires: datetime
@@ -81,15 +72,6 @@ def _sqlite_time(moment: datetime) -> str:
 
 
 class _SqliteStatements:
-    """Everything in one transaction: SQLite's BEGIN and COMMIT cost no round trip, and the
-    first insert takes the database's write lock for the rest."""
-
-    def connect(self, engine: Engine) -> AbstractContextManager[Connection]:
-        return engine.begin()
-
-    def locking(self, connection: Connection) -> AbstractContextManager[None]:
-        return nullcontext()
-
     def insert_new(
         self, connection: Connection, rows: Sequence[tuple[str, str]], expires: datetime
     ) -> set[str]:
@@ -148,29 +130,9 @@ class _SqliteStatements:
 class _PostgresStatements:
     """Arrays unnested server-side: one statement and one round trip however many keys.
 
-    Statements run in autocommit mode, each atomic on its own: the usual group commit, new keys
-    only, is then one round trip, where a transaction costs three more (BEGIN, COMMIT, and the
-    pool's liveness check inside it); and each round trip is paid twice over, for the writer
-    thread waits for the GIL after each one while the event loop is busy. Only keys found taken
-    are read, locked and decided in a transaction. The arrays go in psycopg's binary format (`%b`):
-    its text format escapes every element with a regular expression, which took half the client's
-    CPU of a reservation.
+    The arrays go in psycopg's binary format (`%b`): its text format escapes every element with a
+    regular expression, which took half the client's CPU of a reservation.
     """
-
-    @contextmanager
-    def connect(self, engine: Engine) -> Iterator[Connection]:
-        with engine.connect() as connection:
-            yield connection.execution_options(isolation_level="AUTOCOMMIT")
-
-    @contextmanager
-    def locking(self, connection: Connection) -> Iterator[None]:
-        connection.exec_driver_sql("BEGIN")
-        try:
-            yield
-        except BaseException:
-            connection.exec_driver_sql("ROLLBACK")
-            raise
-        connection.exec_driver_sql("COMMIT")
 
     def insert_new(
         self, connection: Connection, rows: Sequence[tuple[str, str]], expires: datetime
@@ -288,7 +250,7 @@ class DatabaseIdempotencyStore:
                     completed.pop(key, None)
             else:
                 groups.extend(operation)
-        with self._sql.connect(self._engine) as connection:
+        with self._engine.begin() as connection:
             if completed:
                 rows = [(key, orjson.dumps(result).decode()) for key, result in completed.items()]
                 self._sql.update(connection, rows, None)
@@ -311,28 +273,7 @@ class DatabaseIdempotencyStore:
         for group in groups:
             for key, provisional in group:
                 first.setdefault(key, provisional)
-        encoded = {key: orjson.dumps(result).decode() for key, result in first.items()}
-        inserted = self._sql.insert_new(connection, list(encoded.items()), expires)
-        if len(inserted) == len(first):  # all new: nothing to read or lock
-            return self._assign(connection, groups, first, inserted, {}, set(), expires)
-        with self._sql.locking(connection):
-            pending = [key for key in encoded if key not in inserted]
-            again, live, taken_over = self._classify(connection, encoded, pending, expires, now)
-            ours = inserted | again | taken_over
-            return self._assign(connection, groups, first, ours, live, taken_over, expires)
-
-    def _assign(
-        self,
-        connection: Connection,
-        groups: Sequence[KeyGroup],
-        first: dict[str, StoredResult],
-        ours: set[str],
-        live: dict[str, StoredResult],
-        taken_over: set[str],
-        expires: datetime,
-    ) -> list[Known | None]:
-        """The answer per group; the keys this call holds but does not need are freed, those it
-        keeps for a later use than their first (or took over) get that use's answer."""
+        ours, live, taken_over = self._classify(connection, first, expires, now)
         answers, assigned = assign_groups(groups, live)
         stale = [key for key in ours if key not in assigned]
         if stale:  # reserved by this call, then not needed: as if never reserved
@@ -347,34 +288,31 @@ class DatabaseIdempotencyStore:
         return answers
 
     def _classify(
-        self,
-        connection: Connection,
-        encoded: dict[str, str],
-        pending: list[str],
-        expires: datetime,
-        now: datetime,
+        self, connection: Connection, first: dict[str, StoredResult], expires: datetime, now: datetime
     ) -> tuple[set[str], dict[str, StoredResult], set[str]]:
-        """Of the `pending` keys (present when inserted): which are live elsewhere, with their
-        answers, and which were expired and are now taken over (locked until the transaction
-        ends); those released by another request between the insert and the read are inserted
-        again, and returned first (a few rounds at most: each round needs a concurrent release)."""
-        inserted: set[str] = set()
+        """Which keys this call now holds (inserted, or expired and taken over) and which are live
+        elsewhere, with their answers. A key released by another request between our insert and
+        our read is tried again (a few rounds at most: each round needs a concurrent release)."""
+        ours: set[str] = set()
         live: dict[str, StoredResult] = {}
         taken_over: set[str] = set()
+        encoded = {key: orjson.dumps(result).decode() for key, result in first.items()}
+        pending = list(first)
         for _ in range(CLASSIFY_ROUNDS):
-            for key, result, expires_at in self._sql.read_for_update(connection, pending):
+            inserted = self._sql.insert_new(connection, [(key, encoded[key]) for key in pending], expires)
+            ours |= inserted
+            others = [key for key in pending if key not in inserted]
+            if not others:
+                return ours, live, taken_over
+            for key, result, expires_at in self._sql.read_for_update(connection, others):
                 if expires_at > now:
                     live[key] = orjson.loads(result)
                 else:
+                    ours.add(key)
                     taken_over.add(key)
-            gone = [key for key in pending if key not in live and key not in taken_over]
-            if not gone:
-                return inserted, live, taken_over
-            again = self._sql.insert_new(connection, [(key, encoded[key]) for key in gone], expires)
-            inserted |= again
-            pending = [key for key in gone if key not in again]
+            pending = [key for key in others if key not in live and key not in ours]
             if not pending:
-                return inserted, live, taken_over
+                return ours, live, taken_over
         raise RuntimeError(f"idempotency keys kept changing under this request: {pending[:3]}")
 
     async def purge_expired(self) -> int:
