@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
-from sqlalchemy import Connection, Engine
+import psycopg
+from sqlalchemy import Engine
+from sqlalchemy.pool import PoolProxiedConnection
 
 from app.database.engine import create_database_engine
 from app.database.group_commit import GroupCommit
@@ -36,29 +39,31 @@ ROWS_PER_STATEMENT = 2000  # SQLite allows 32,766 parameters in one statement; t
 
 
 class _Statements(Protocol):
-    """The few statements the store needs, in one database's dialect."""
+    """The few statements the store needs, in one database's dialect, on the driver's own cursor."""
 
-    def insert_new(
-        self, connection: Connection, rows: Sequence[tuple[str, str]], expires: datetime
-    ) -> set[str]:
+    def writing(self, connection: PoolProxiedConnection) -> AbstractContextManager[Any]:
+        """The cursor of one group commit's writes, committed at the end."""
+        ...
+
+    def locking(self, cursor: Any) -> AbstractContextManager[Any]:
+        """A transaction around reads that lock rows and the writes that depend on them."""
+        ...
+
+    def insert_new(self, cursor: Any, rows: Sequence[tuple[str, str]], expires: datetime) -> set[str]:
         """Insert (key, answer JSON) rows whose key is absent; the keys inserted."""
         ...
 
-    def read_for_update(
-        self, connection: Connection, keys: Sequence[str]
-    ) -> Iterable[tuple[str, str, datetime]]:
+    def read_for_update(self, cursor: Any, keys: Sequence[str]) -> Iterable[tuple[str, str, datetime]]:
         """(key, answer JSON, expiry) of the keys present, locked until the transaction ends."""
         ...
 
-    def delete(self, connection: Connection, keys: Sequence[str]) -> None: ...
+    def delete(self, cursor: Any, keys: Sequence[str]) -> None: ...
 
-    def update(
-        self, connection: Connection, rows: Sequence[tuple[str, str]], expires: datetime | None
-    ) -> None:
+    def update(self, cursor: Any, rows: Sequence[tuple[str, str]], expires: datetime | None) -> None:
         """Set (key, answer JSON) rows' answers, and their expiry when given."""
         ...
 
-    def delete_expired(self, connection: Connection, now: datetime) -> int: ...
+    def delete_expired(self, cursor: Any, now: datetime) -> int: ...
 
 
 def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
@@ -72,110 +77,133 @@ def _sqlite_time(moment: datetime) -> str:
 
 
 class _SqliteStatements:
-    def insert_new(
-        self, connection: Connection, rows: Sequence[tuple[str, str]], expires: datetime
-    ) -> set[str]:
+    """One transaction a group commit: SQLite's BEGIN and COMMIT cost no round trip, and the first
+    write takes the database's write lock for the rest."""
+
+    @contextmanager
+    def writing(self, connection: PoolProxiedConnection) -> Iterator[Any]:
+        cursor = connection.cursor()
+        try:
+            yield cursor
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            cursor.close()
+
+    def locking(self, cursor: Any) -> AbstractContextManager[Any]:
+        return nullcontext()  # the write lock is held already
+
+    def insert_new(self, cursor: Any, rows: Sequence[tuple[str, str]], expires: datetime) -> set[str]:
         inserted: set[str] = set()
         at = _sqlite_time(expires)
         for chunk in _chunks(rows):
             values = ", ".join(["(?, ?, ?)"] * len(chunk))
             parameters = tuple(item for key, result in chunk for item in (key, result, at))
-            found = connection.exec_driver_sql(
+            cursor.execute(
                 f"INSERT INTO idempotency_keys (key, result, expires_at) VALUES {values} "
                 "ON CONFLICT (key) DO NOTHING RETURNING key",
                 parameters,
             )
-            inserted.update(row[0] for row in found)
+            inserted.update(row[0] for row in cursor.fetchall())
         return inserted
 
-    def read_for_update(
-        self, connection: Connection, keys: Sequence[str]
-    ) -> Iterable[tuple[str, str, datetime]]:
-        # The insert above took SQLite's write lock: nobody else changes rows until we commit.
+    def read_for_update(self, cursor: Any, keys: Sequence[str]) -> Iterable[tuple[str, str, datetime]]:
+        # The insert before took SQLite's write lock: nobody else changes rows until we commit.
+        found: list[tuple[str, str, datetime]] = []
         for chunk in _chunks(keys):
             marks = ", ".join(["?"] * len(chunk))
-            found = connection.exec_driver_sql(
+            cursor.execute(
                 f"SELECT key, result, expires_at FROM idempotency_keys WHERE key IN ({marks})", tuple(chunk)
             )
-            for key, result, expires_at in found:
-                yield key, result, datetime.fromisoformat(expires_at).replace(tzinfo=UTC)
+            for key, result, expires_at in cursor.fetchall():
+                found.append((key, result, datetime.fromisoformat(expires_at).replace(tzinfo=UTC)))
+        return found
 
-    def delete(self, connection: Connection, keys: Sequence[str]) -> None:
+    def delete(self, cursor: Any, keys: Sequence[str]) -> None:
         for chunk in _chunks(keys):
             marks = ", ".join(["?"] * len(chunk))
-            connection.exec_driver_sql(f"DELETE FROM idempotency_keys WHERE key IN ({marks})", tuple(chunk))
+            cursor.execute(f"DELETE FROM idempotency_keys WHERE key IN ({marks})", tuple(chunk))
 
-    def update(
-        self, connection: Connection, rows: Sequence[tuple[str, str]], expires: datetime | None
-    ) -> None:
+    def update(self, cursor: Any, rows: Sequence[tuple[str, str]], expires: datetime | None) -> None:
         if expires is None:
-            connection.exec_driver_sql(
+            cursor.executemany(
                 "UPDATE idempotency_keys SET result = ? WHERE key = ?",
                 [(result, key) for key, result in rows],
             )
         else:
             at = _sqlite_time(expires)
-            connection.exec_driver_sql(
+            cursor.executemany(
                 "UPDATE idempotency_keys SET result = ?, expires_at = ? WHERE key = ?",
                 [(result, at, key) for key, result in rows],
             )
 
-    def delete_expired(self, connection: Connection, now: datetime) -> int:
-        deleted = connection.exec_driver_sql(
-            "DELETE FROM idempotency_keys WHERE expires_at <= ?", (_sqlite_time(now),)
-        )
-        return int(deleted.rowcount)
+    def delete_expired(self, cursor: Any, now: datetime) -> int:
+        cursor.execute("DELETE FROM idempotency_keys WHERE expires_at <= ?", (_sqlite_time(now),))
+        return int(cursor.rowcount)
 
 
 class _PostgresStatements:
     """Arrays unnested server-side: one statement and one round trip however many keys.
 
-    The arrays go in psycopg's binary format (`%b`): its text format escapes every element with a
-    regular expression, which took half the client's CPU of a reservation.
+    Statements run in autocommit mode, each atomic on its own, so the usual group commit (new keys
+    only) is one round trip; a transaction would add two (BEGIN, COMMIT). Keys found taken are
+    read, locked and decided in a transaction. The arrays go in psycopg's binary format (`%b`):
+    its text format escapes every element with a regular expression, which took half the client's
+    CPU of a reservation.
     """
 
-    def insert_new(
-        self, connection: Connection, rows: Sequence[tuple[str, str]], expires: datetime
-    ) -> set[str]:
-        found = connection.exec_driver_sql(
+    @contextmanager
+    def writing(self, connection: PoolProxiedConnection) -> Iterator[Any]:
+        driver = cast(psycopg.Connection[Any], connection.driver_connection)
+        driver.autocommit = True
+        try:
+            with driver.cursor() as cursor:
+                yield cursor
+        finally:
+            if not driver.closed:  # back to the pool as the engine's other users expect it
+                driver.autocommit = False
+
+    def locking(self, cursor: Any) -> AbstractContextManager[Any]:
+        return cast(psycopg.Cursor[Any], cursor).connection.transaction()
+
+    def insert_new(self, cursor: Any, rows: Sequence[tuple[str, str]], expires: datetime) -> set[str]:
+        cursor.execute(
             "INSERT INTO idempotency_keys (key, result, expires_at) "
             "SELECT k, r::json, %s FROM unnest(%b::text[], %b::text[]) AS t(k, r) "
             "ON CONFLICT (key) DO NOTHING RETURNING key",
             (expires, [key for key, _ in rows], [result for _, result in rows]),
         )
-        return {row[0] for row in found}
+        return {row[0] for row in cursor.fetchall()}
 
-    def read_for_update(
-        self, connection: Connection, keys: Sequence[str]
-    ) -> Iterable[tuple[str, str, datetime]]:
-        found = connection.exec_driver_sql(
+    def read_for_update(self, cursor: Any, keys: Sequence[str]) -> Iterable[tuple[str, str, datetime]]:
+        cursor.execute(
             "SELECT key, result::text, expires_at FROM idempotency_keys WHERE key = ANY(%b::text[]) FOR UPDATE",
             (list(keys),),
         )
-        return [(key, result, expires_at) for key, result, expires_at in found]
+        return [(key, result, expires_at) for key, result, expires_at in cursor.fetchall()]
 
-    def delete(self, connection: Connection, keys: Sequence[str]) -> None:
-        connection.exec_driver_sql("DELETE FROM idempotency_keys WHERE key = ANY(%b::text[])", (list(keys),))
+    def delete(self, cursor: Any, keys: Sequence[str]) -> None:
+        cursor.execute("DELETE FROM idempotency_keys WHERE key = ANY(%b::text[])", (list(keys),))
 
-    def update(
-        self, connection: Connection, rows: Sequence[tuple[str, str]], expires: datetime | None
-    ) -> None:
+    def update(self, cursor: Any, rows: Sequence[tuple[str, str]], expires: datetime | None) -> None:
         # One primary-key UPDATE a row, pipelined by psycopg's executemany: a join with the
         # unnested arrays could be planned as a scan of the table (and kept as the prepared plan).
         if expires is None:
-            connection.exec_driver_sql(
+            cursor.executemany(
                 "UPDATE idempotency_keys SET result = %s::json WHERE key = %s",
                 [(result, key) for key, result in rows],
             )
         else:
-            connection.exec_driver_sql(
+            cursor.executemany(
                 "UPDATE idempotency_keys SET result = %s::json, expires_at = %s WHERE key = %s",
                 [(result, expires, key) for key, result in rows],
             )
 
-    def delete_expired(self, connection: Connection, now: datetime) -> int:
-        deleted = connection.exec_driver_sql("DELETE FROM idempotency_keys WHERE expires_at <= %s", (now,))
-        return int(deleted.rowcount)
+    def delete_expired(self, cursor: Any, now: datetime) -> int:
+        cursor.execute("DELETE FROM idempotency_keys WHERE expires_at <= %s", (now,))
+        return int(cursor.rowcount)
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,13 +278,13 @@ class DatabaseIdempotencyStore:
                     completed.pop(key, None)
             else:
                 groups.extend(operation)
-        with self._engine.begin() as connection:
+        with self._writing() as cursor:
             if completed:
                 rows = [(key, orjson.dumps(result).decode()) for key, result in completed.items()]
-                self._sql.update(connection, rows, None)
+                self._sql.update(cursor, rows, None)
             if released:
-                self._sql.delete(connection, list(released))
-            answers = self._reserve_all(connection, groups) if groups else []
+                self._sql.delete(cursor, list(released))
+            answers = self._reserve_all(cursor, groups) if groups else []
         split: list[list[Known | None]] = []
         for operation in operations:
             if isinstance(operation, _Settle):
@@ -266,61 +294,91 @@ class DatabaseIdempotencyStore:
                 answers = answers[len(operation) :]
         return split
 
-    def _reserve_all(self, connection: Connection, groups: Sequence[KeyGroup]) -> list[Known | None]:
+    def _reserve_all(self, cursor: Any, groups: Sequence[KeyGroup]) -> list[Known | None]:
         now = datetime.now(UTC)
         expires = now + self._window
         first: dict[str, StoredResult] = {}  # each key with the provisional answer of its first use
         for group in groups:
             for key, provisional in group:
                 first.setdefault(key, provisional)
-        ours, live, taken_over = self._classify(connection, first, expires, now)
+        encoded = {key: orjson.dumps(result).decode() for key, result in first.items()}
+        inserted = self._sql.insert_new(cursor, list(encoded.items()), expires)
+        if len(inserted) == len(first):  # all new: nothing to read or lock
+            return self._assign(cursor, groups, first, inserted, {}, set(), expires)
+        with self._sql.locking(cursor):
+            pending = [key for key in encoded if key not in inserted]
+            again, live, taken_over = self._classify(cursor, encoded, pending, expires, now)
+            ours = inserted | again | taken_over
+            return self._assign(cursor, groups, first, ours, live, taken_over, expires)
+
+    def _assign(
+        self,
+        cursor: Any,
+        groups: Sequence[KeyGroup],
+        first: dict[str, StoredResult],
+        ours: set[str],
+        live: dict[str, StoredResult],
+        taken_over: set[str],
+        expires: datetime,
+    ) -> list[Known | None]:
+        """The answer per group; keys this call holds but does not need are freed, and those it
+        keeps for a later use than their first (or took over) get that use's answer."""
         answers, assigned = assign_groups(groups, live)
         stale = [key for key in ours if key not in assigned]
         if stale:  # reserved by this call, then not needed: as if never reserved
-            self._sql.delete(connection, stale)
+            self._sql.delete(cursor, stale)
         changed = [
             (key, orjson.dumps(result).decode())
             for key, result in assigned.items()
             if key in ours and (result is not first[key] or key in taken_over)
         ]
         if changed:  # taken over, or assigned to a later use than the first
-            self._sql.update(connection, changed, expires)
+            self._sql.update(cursor, changed, expires)
         return answers
 
     def _classify(
-        self, connection: Connection, first: dict[str, StoredResult], expires: datetime, now: datetime
+        self, cursor: Any, encoded: dict[str, str], pending: list[str], expires: datetime, now: datetime
     ) -> tuple[set[str], dict[str, StoredResult], set[str]]:
-        """Which keys this call now holds (inserted, or expired and taken over) and which are live
-        elsewhere, with their answers. A key released by another request between our insert and
-        our read is tried again (a few rounds at most: each round needs a concurrent release)."""
-        ours: set[str] = set()
+        """Of the `pending` keys (present when inserted): which are live elsewhere, with their
+        answers, and which were expired and are now taken over (locked until the transaction
+        ends); those released by another request between the insert and the read are inserted
+        again, and returned first (a few rounds at most: each round needs a concurrent release)."""
+        inserted: set[str] = set()
         live: dict[str, StoredResult] = {}
         taken_over: set[str] = set()
-        encoded = {key: orjson.dumps(result).decode() for key, result in first.items()}
-        pending = list(first)
         for _ in range(CLASSIFY_ROUNDS):
-            inserted = self._sql.insert_new(connection, [(key, encoded[key]) for key in pending], expires)
-            ours |= inserted
-            others = [key for key in pending if key not in inserted]
-            if not others:
-                return ours, live, taken_over
-            for key, result, expires_at in self._sql.read_for_update(connection, others):
+            for key, result, expires_at in self._sql.read_for_update(cursor, pending):
                 if expires_at > now:
                     live[key] = orjson.loads(result)
                 else:
-                    ours.add(key)
                     taken_over.add(key)
-            pending = [key for key in others if key not in live and key not in ours]
+            gone = [key for key in pending if key not in live and key not in taken_over]
+            if not gone:
+                return inserted, live, taken_over
+            again = self._sql.insert_new(cursor, [(key, encoded[key]) for key in gone], expires)
+            inserted |= again
+            pending = [key for key in gone if key not in again]
             if not pending:
-                return ours, live, taken_over
+                return inserted, live, taken_over
         raise RuntimeError(f"idempotency keys kept changing under this request: {pending[:3]}")
 
     async def purge_expired(self) -> int:
         return await asyncio.to_thread(self._purge_expired)
 
     def _purge_expired(self) -> int:
-        with self._engine.begin() as connection:
-            return self._sql.delete_expired(connection, datetime.now(UTC))
+        with self._writing() as cursor:
+            return self._sql.delete_expired(cursor, datetime.now(UTC))
+
+    @contextmanager
+    def _writing(self) -> Iterator[Any]:
+        """A cursor of a pooled connection, used through the driver: SQLAlchemy's connection,
+        transaction and statement objects cost more client CPU than the statements themselves."""
+        connection = self._engine.raw_connection()
+        try:
+            with self._sql.writing(connection) as cursor:
+                yield cursor
+        finally:
+            connection.close()  # back to the pool
 
 
 def _log_failure(written: asyncio.Future[list[Known | None]]) -> None:

@@ -1,16 +1,19 @@
 """The stores every worker shares (the database store on SQLite and PostgreSQL, the host store's
-LMDB file): the group semantics of `reserve`, settling, expiry, and one transaction per request
+LMDB file): the group semantics of `reserve`, settling, expiry, and one round trip per request
 however many keys it carries."""
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import Engine, event
 
@@ -111,27 +114,84 @@ async def test_an_expired_key_is_taken_over(make_store: StoreFactory) -> None:
     assert await store.reserve([_group("old", answer="new")]) == [None]
 
 
-async def test_a_request_of_a_hundred_keys_is_one_transaction(engine: Engine) -> None:
+@contextmanager
+def _sent(engine: Engine) -> Iterator[list[str]]:
+    """What the engine's connections send meanwhile, one entry a round trip (the pool's liveness
+    check aside), traced from each checkout to its checkin: on PostgreSQL from libpq's trace (a
+    simple query's first word, or `statement` for an extended-protocol one), SQLite's statements
+    from its trace callback."""
+    sent: list[str] = []
+    with ExitStack() as files:
+        logs: dict[int, Any] = {}
+
+        def checkout(dbapi_connection: Any, *_: Any) -> None:
+            if engine.dialect.name == "sqlite":
+                dbapi_connection.set_trace_callback(lambda statement: sent.append(statement.split()[0]))
+                return
+            log = logs[id(dbapi_connection)] = files.enter_context(tempfile.TemporaryFile("w+"))
+            dbapi_connection.pgconn.trace(log.fileno())
+            dbapi_connection.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+
+        def checkin(dbapi_connection: Any, *_: Any) -> None:
+            if engine.dialect.name == "sqlite":
+                dbapi_connection.set_trace_callback(None)
+                return
+            dbapi_connection.pgconn.untrace()
+            log = logs.pop(id(dbapi_connection))
+            log.seek(0)
+            for line in log.read().splitlines():
+                direction, _, kind, *rest = line.split("\t")
+                if direction == "F" and kind == "Query" and rest[0].strip() != '";"':
+                    sent.append(rest[0].strip().strip('"').split()[0])
+                elif direction == "F" and kind == "Sync":
+                    sent.append("statement")
+
+        event.listen(engine, "checkout", checkout)
+        event.listen(engine, "checkin", checkin)
+        try:
+            yield sent
+        finally:
+            event.remove(engine, "checkout", checkout)
+            event.remove(engine, "checkin", checkin)
+
+
+async def test_a_request_of_a_hundred_keys_is_one_round_trip(engine: Engine) -> None:
+    """On PostgreSQL in autocommit mode (no BEGIN, no COMMIT); SQLite's transaction costs none."""
     store = DatabaseIdempotencyStore(engine, timedelta(hours=1))
-    commits: list[Any] = []
-    event.listen(engine, "commit", lambda connection: commits.append(connection))
     groups = [_group(f"attempt-{n}") for n in range(100)]
-    assert await store.reserve(groups) == [None] * 100
-    assert len(commits) == 1
-    await store.settle({f"attempt-{n}": {"event_id": "done"} for n in range(100)}, [])
-    await store.close()  # the final answers are written behind the request: wait for them
-    assert len(commits) == 2
+    with _sent(engine) as sent:
+        assert await store.reserve(groups) == [None] * 100
+    assert sent == (["BEGIN", "INSERT", "COMMIT"] if engine.dialect.name == "sqlite" else ["statement"])
+    with _sent(engine) as sent:
+        await store.settle({f"attempt-{n}": {"event_id": "done"} for n in range(100)}, [])
+        await store.close()  # the final answers are written behind the request: wait for them
+    updates = ["BEGIN", *["UPDATE"] * 100, "COMMIT"]
+    assert sent == (updates if engine.dialect.name == "sqlite" else ["statement"])  # pipelined
+
+
+async def test_keys_found_taken_are_read_and_locked_in_a_transaction(engine: Engine) -> None:
+    store = DatabaseIdempotencyStore(engine, timedelta(hours=1))
+    await store.reserve([_group("taken")])
+    with _sent(engine) as sent:
+        answers = await store.reserve([_group("new"), _group("taken", answer="again")])
+    assert answers == [None, (0, {"event_id": "first-taken"})]
+    if engine.dialect.name == "postgresql":
+        assert sent == ["statement", "BEGIN", "statement", "COMMIT"]
+    else:
+        assert sent == ["BEGIN", "INSERT", "SELECT", "COMMIT"]
 
 
 async def test_concurrent_requests_share_transactions(engine: Engine) -> None:
-    """Group commit: reservations arriving while one transaction is written go in the next one."""
+    """Group commit: reservations arriving while one write is under way go in the next one."""
     store = DatabaseIdempotencyStore(engine, timedelta(hours=1))
-    commits: list[Any] = []
-    event.listen(engine, "commit", lambda connection: commits.append(connection))
-    answers = await asyncio.gather(*(store.reserve([_group(f"c-{n}"), _group("shared")]) for n in range(20)))
+    with _sent(engine) as sent:
+        answers = await asyncio.gather(
+            *(store.reserve([_group(f"c-{n}"), _group("shared")]) for n in range(20))
+        )
     assert answers[0] == [None, None]
     assert all(later == [None, (0, {"event_id": "first-shared"})] for later in answers[1:])
-    assert len(commits) <= 2  # the first request alone, then the nineteen others together
+    # the first request alone, then the nineteen others together: an insert each
+    assert sent.count("INSERT" if engine.dialect.name == "sqlite" else "statement") <= 3
 
 
 def _reserve_in_another_process(directory: Path, key: str) -> None:
