@@ -17,11 +17,14 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, event
 
+from app.database import engine as engine_module
+from app.database import migrations
 from app.database.engine import create_database_engine
 from app.idempotency.database_store import DatabaseIdempotencyStore
 from app.idempotency.host_store import HostIdempotencyStore
 from app.idempotency.memory_store import MemoryIdempotencyStore
 from app.idempotency.store import IdempotencyStore, KeyGroup
+from tests.services.postgres import PostgresServer
 
 pytestmark = pytest.mark.integration
 
@@ -192,6 +195,49 @@ async def test_concurrent_requests_share_transactions(engine: Engine) -> None:
     assert all(later == [None, (0, {"event_id": "first-shared"})] for later in answers[1:])
     # the first request alone, then the nineteen others together: an insert each
     assert sent.count("INSERT" if engine.dialect.name == "sqlite" else "statement") <= 3
+
+
+async def test_a_connection_is_checked_before_use_only_after_it_was_idle(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = create_database_engine(postgres_url)
+    pings: list[Any] = []
+    ping = engine.dialect.do_ping
+
+    def counted_ping(connection: Any) -> bool:
+        pings.append(connection)
+        return ping(connection)
+
+    monkeypatch.setattr(engine.dialect, "do_ping", counted_ping)
+    monkeypatch.setattr(engine_module, "IDLE_BEFORE_PING", 0.5)
+    store = DatabaseIdempotencyStore(engine, timedelta(hours=1))
+    for n in range(5):
+        assert await store.reserve([_group(f"busy-{n}")]) == [None]
+    assert pings == []  # a new connection, then one in steady use
+    await asyncio.sleep(0.6)
+    assert await store.reserve([_group("after-a-pause")]) == [None]
+    assert len(pings) == 1
+    engine.dispose()
+
+
+async def test_the_database_store_carries_on_after_a_database_restart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(engine_module, "IDLE_BEFORE_PING", 0.1)
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="idempotency-restart-")))
+    try:
+        server.start()
+        migrations.upgrade(server.url)
+        store = DatabaseIdempotencyStore.for_database(server.url, timedelta(hours=1))
+        assert await store.reserve([_group("before")]) == [None]
+        server.stop()
+        server.start()
+        await asyncio.sleep(0.2)  # the pooled connection, idle meanwhile, is found dead and replaced
+        answers = await store.reserve([_group("before", answer="again"), _group("after")])
+        assert answers == [(0, {"event_id": "first-before"}), None]
+        await store.close()
+    finally:
+        server.remove()
 
 
 def _reserve_in_another_process(directory: Path, key: str) -> None:
