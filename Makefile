@@ -156,7 +156,7 @@ bench-instructions: install
 	$(PY) bench/instructions.py $${MODE:-batch} $(INSTRUCTIONS_ARGS)
 
 ## bench-compare: git revisions measured side by side in one run (REVS="main~3 main",
-## COMPARE_ARGS="--workers 2 --modes batch --rounds 5")
-bench-compare: install
+## COMPARE_ARGS="--workers 2 --modes batch --rounds 5"; --shipped: the shipped settings on PostgreSQL)
+bench-compare: install postgres
 	$(NEED_WRK)
 	$(PY) bench/compare.py $${REVS:-HEAD~1 HEAD} $${COMPARE_ARGS}

@@ -1,36 +1,42 @@
 """Seen keys in the `idempotency_keys` table: shared by every worker and instance using the database.
 
-The reservations and settlements of a worker's concurrent requests share transactions (group
+The reservations and settlements of a worker's concurrent requests are written together (group
 commit), whatever their number of keys: the settlements' updates and deletes, then a
-multi-row insert that skips keys already there (and says which it inserted), one locking read of
-those, and the group semantics worked out in memory. The statements go to the driver as they are
-(SQLite and PostgreSQL each have their own): SQLAlchemy's per-row parameter and JSON processing
-cost more than the database's work, and the answers are JSON already made by orjson.
+multi-row insert that skips keys already there (and says which it inserted), a locking read of
+those only when there are any, and the group semantics worked out in memory. The statements go to
+the driver's own cursor as they are (SQLite and PostgreSQL each have their own): SQLAlchemy's
+connection, transaction and parameter processing cost more client CPU than the database's work,
+and the answers are JSON already made by orjson.
 
-These commits are not waited on to reach the disk (`synchronous_commit=off`, SQLite's
-`synchronous=NORMAL`, through an engine of their own): a crash of the database host may forget
-the last keys, which can only let a repeat through after that fault (at least once allows it);
-the spool's commits stay durable.
+On PostgreSQL the statements run in autocommit mode, each atomic on its own: when a group with
+keys found taken (or repeated) fails after its insert, the keys it inserted are deleted again.
+Nothing is waited on to reach the disk (`synchronous_commit=off`, SQLite's `synchronous=NORMAL`,
+through an engine of their own): a crash of the database host may forget the last keys, which can
+only let a repeat through after that fault (at least once allows it); the spool's commits stay
+durable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import orjson
-import psycopg
 from sqlalchemy import Engine
 from sqlalchemy.pool import PoolProxiedConnection
 
 from app.database.engine import create_database_engine
 from app.database.group_commit import GroupCommit
 from app.idempotency.store import KeyGroup, Known, StoredResult, assign_groups
+
+if TYPE_CHECKING:  # psycopg is loaded by SQLAlchemy with a PostgreSQL engine, never otherwise
+    import psycopg
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +46,8 @@ ROWS_PER_STATEMENT = 2000  # SQLite allows 32,766 parameters in one statement; t
 
 class _Statements(Protocol):
     """The few statements the store needs, in one database's dialect, on the driver's own cursor."""
+
+    autocommit: bool  # each statement commits on its own (else: one transaction a group commit)
 
     def writing(self, connection: PoolProxiedConnection) -> AbstractContextManager[Any]:
         """The cursor of one group commit's writes, committed at the end."""
@@ -79,6 +87,8 @@ def _sqlite_time(moment: datetime) -> str:
 class _SqliteStatements:
     """One transaction a group commit: SQLite's BEGIN and COMMIT cost no round trip, and the first
     write takes the database's write lock for the rest."""
+
+    autocommit = False
 
     @contextmanager
     def writing(self, connection: PoolProxiedConnection) -> Iterator[Any]:
@@ -154,9 +164,11 @@ class _PostgresStatements:
     CPU of a reservation.
     """
 
+    autocommit = True
+
     @contextmanager
     def writing(self, connection: PoolProxiedConnection) -> Iterator[Any]:
-        driver = cast(psycopg.Connection[Any], connection.driver_connection)
+        driver = cast("psycopg.Connection[Any]", connection.driver_connection)
         driver.autocommit = True
         try:
             with driver.cursor() as cursor:
@@ -166,7 +178,7 @@ class _PostgresStatements:
                 driver.autocommit = False
 
     def locking(self, cursor: Any) -> AbstractContextManager[Any]:
-        return cast(psycopg.Cursor[Any], cursor).connection.transaction()
+        return cast("psycopg.Cursor[Any]", cursor).connection.transaction()
 
     def insert_new(self, cursor: Any, rows: Sequence[tuple[str, str]], expires: datetime) -> set[str]:
         cursor.execute(
@@ -303,13 +315,22 @@ class DatabaseIdempotencyStore:
                 first.setdefault(key, provisional)
         encoded = {key: orjson.dumps(result).decode() for key, result in first.items()}
         inserted = self._sql.insert_new(cursor, list(encoded.items()), expires)
-        if len(inserted) == len(first):  # all new: nothing to read or lock
-            return self._assign(cursor, groups, first, inserted, {}, set(), expires)
-        with self._sql.locking(cursor):
-            pending = [key for key in encoded if key not in inserted]
-            again, live, taken_over = self._classify(cursor, encoded, pending, expires, now)
-            ours = inserted | again | taken_over
-            return self._assign(cursor, groups, first, ours, live, taken_over, expires)
+        try:
+            if len(inserted) == len(first):  # all new: nothing to read or lock
+                return self._assign(cursor, groups, first, inserted, {}, set(), expires)
+            with self._sql.locking(cursor):
+                pending = [key for key in encoded if key not in inserted]
+                again, live, taken_over = self._classify(cursor, encoded, pending, expires, now)
+                ours = inserted | again | taken_over
+                return self._assign(cursor, groups, first, ours, live, taken_over, expires)
+        except Exception:
+            # Committed on its own, the insert outlives a failure after it (a deadlock, a lost
+            # connection): its keys are given back, or a retry of these requests, told of the
+            # failure, would be answered `duplicate` for events never published.
+            if self._sql.autocommit and inserted:
+                with contextlib.suppress(Exception):
+                    self._sql.delete(cursor, list(inserted))
+            raise
 
     def _assign(
         self,
@@ -371,8 +392,7 @@ class DatabaseIdempotencyStore:
 
     @contextmanager
     def _writing(self) -> Iterator[Any]:
-        """A cursor of a pooled connection, used through the driver: SQLAlchemy's connection,
-        transaction and statement objects cost more client CPU than the statements themselves."""
+        """A cursor of a pooled connection, the driver's own (see the module's docstring)."""
         connection = self._engine.raw_connection()
         try:
             with self._sql.writing(connection) as cursor:

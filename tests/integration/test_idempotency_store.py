@@ -184,6 +184,24 @@ async def test_keys_found_taken_are_read_and_locked_in_a_transaction(engine: Eng
         assert sent == ["BEGIN", "INSERT", "SELECT", "COMMIT"]
 
 
+async def test_a_failure_after_the_insert_gives_its_keys_back(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the insert commits on its own: a failure in the locking part that follows
+    (a deadlock, a lost connection) must not leave keys of events never published."""
+    store = DatabaseIdempotencyStore(engine, timedelta(hours=1))
+    await store.reserve([_group("taken")])
+
+    def deadlock(*_: Any) -> None:
+        raise RuntimeError("deadlock detected")
+
+    monkeypatch.setattr(store._sql, "read_for_update", deadlock)
+    with pytest.raises(RuntimeError, match="deadlock"):
+        await store.reserve([_group("new"), _group("taken", answer="again")])
+    monkeypatch.undo()
+    assert await store.reserve([_group("new", answer="retried")]) == [None]
+
+
 async def test_concurrent_requests_share_transactions(engine: Engine) -> None:
     """Group commit: reservations arriving while one write is under way go in the next one."""
     store = DatabaseIdempotencyStore(engine, timedelta(hours=1))
