@@ -3,11 +3,9 @@ worker's memory); only a PostgreSQL engine loads it, through SQLAlchemy."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.fresh_interpreter import run_probe
 
 _PROBE = """
 import sys
@@ -19,15 +17,4 @@ print("psycopg" in sys.modules)
 
 
 def test_creating_the_app_on_sqlite_does_not_load_psycopg(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", _PROBE],
-        env={"PATH": "/usr/bin:/bin", "DATA_DIR": str(tmp_path)},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["False"]
+    assert run_probe(_PROBE, tmp_path) == ["False"]

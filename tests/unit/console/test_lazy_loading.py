@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests.fresh_interpreter import run_probe
 
 # jinja2 (the templates), cryptography (the session cookies) and httpx (the in-process admin calls)
 # hold a sixth of an idle worker's memory; most workers never serve a console page.
@@ -26,15 +24,4 @@ print(sorted(m for m in ("jinja2", "cryptography") if m in sys.modules))
 def test_creating_the_app_loads_none_of_the_console_libraries_until_it_needs_them(
     tmp_path: Path,
 ) -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", _PROBE],
-        env={"PATH": "/usr/bin:/bin", "DATA_DIR": str(tmp_path)},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["[]", "['cryptography', 'jinja2']"]
+    assert run_probe(_PROBE, tmp_path) == ["[]", "['cryptography', 'jinja2']"]
