@@ -397,8 +397,15 @@ class DatabaseIdempotencyStore:
         try:
             with self._sql.writing(connection) as cursor:
                 yield cursor
+        except Exception as error:
+            dialect = self._engine.dialect
+            if isinstance(error, dialect.loaded_dbapi.Error) and dialect.is_disconnect(
+                error, connection.dbapi_connection, None
+            ):
+                connection.invalidate(error)  # not back to the pool: the next write connects anew
+            raise
         finally:
-            connection.close()  # back to the pool
+            connection.close()  # back to the pool, unless invalidated
 
 
 def _log_failure(written: asyncio.Future[list[Known | None]]) -> None:

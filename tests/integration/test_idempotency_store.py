@@ -258,6 +258,28 @@ async def test_the_database_store_carries_on_after_a_database_restart(
         server.remove()
 
 
+async def test_a_connection_lost_in_use_fails_one_write_and_is_replaced(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(engine_module, "IDLE_BEFORE_PING", 3600.0)  # in steady use: never checked
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="idempotency-restart-")))
+    try:
+        server.start()
+        migrations.upgrade(server.url)
+        store = DatabaseIdempotencyStore.for_database(server.url, timedelta(hours=1))
+        assert await store.reserve([_group("before")]) == [None]
+        server.stop()
+        server.start()
+        with pytest.raises(psycopg.OperationalError):
+            await store.reserve([_group("lost")])
+        assert await store.reserve([_group("after")]) == [None]
+        assert await store.reserve([_group("before", answer="again")]) == [(0, {"event_id": "first-before"})]
+        await store.close()
+    finally:
+        server.remove()
+    assert not [record for record in caplog.records if record.levelname == "ERROR"]
+
+
 def _reserve_in_another_process(directory: Path, key: str) -> None:
     store = HostIdempotencyStore(directory, timedelta(hours=1), 1000)
     assert asyncio.run(store.reserve([_group(key, answer="other-process")])) == [None]
