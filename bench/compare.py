@@ -43,7 +43,7 @@ def main() -> None:
     options = parser.parse_args()
     modes = options.modes.split(",")
     figures: dict[tuple[str, str], list[float]] = {}
-    medians: dict[tuple[str, str], list[float]] = {}  # p50 latencies in ms
+    p50s: dict[tuple[str, str], list[float]] = {}  # median latencies in ms
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="compare-")))
         broker = stack.enter_context(DevBroker(free_port()))
@@ -74,7 +74,7 @@ def main() -> None:
                             rate = result["requests"] / (result["duration_us"] / 1e6) * batch
                             p50 = result["p50_us"] / 1000
                             figures.setdefault((revision, mode), []).append(rate)
-                            medians.setdefault((revision, mode), []).append(p50)
+                            p50s.setdefault((revision, mode), []).append(p50)
                             print(
                                 f"round {round_number + 1} {revision:>12} {mode:6} {rate:9.0f} events/s"
                                 f" p50 {p50:.1f} ms",
@@ -89,7 +89,7 @@ def main() -> None:
         for mode in modes:
             values = figures[(revision, mode)]
             rates = f"{statistics.median(values):9.0f} ({min(values):.0f}-{max(values):.0f})".rjust(24)
-            cells.append(f"{rates} {statistics.median(medians[(revision, mode)]):6.1f}")
+            cells.append(f"{rates} {statistics.median(p50s[(revision, mode)]):6.1f}")
         print(f"{revision:>12} " + " ".join(cells))
 
 
