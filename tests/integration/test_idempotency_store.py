@@ -211,8 +211,12 @@ async def test_concurrent_requests_share_transactions(engine: Engine) -> None:
         )
     assert answers[0] == [None, None]
     assert all(later == [None, (0, {"event_id": "first-shared"})] for later in answers[1:])
-    # the first request alone, then the nineteen others together: an insert each
-    assert sent.count("INSERT" if engine.dialect.name == "sqlite" else "statement") <= 3
+    # at most two group commits (the first request may go alone): an insert each and, on
+    # PostgreSQL, the locking read of `shared`, found taken
+    if engine.dialect.name == "sqlite":
+        assert sent.count("INSERT") <= 2
+    else:
+        assert sent.count("statement") <= 3
 
 
 async def test_a_connection_is_checked_before_use_only_after_it_was_idle(
