@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -242,10 +242,10 @@ async def test_a_connection_is_checked_before_use_only_after_it_was_idle(
     engine.dispose()
 
 
-async def test_the_database_store_carries_on_after_a_database_restart(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(engine_module, "IDLE_BEFORE_PING", 0.1)
+@asynccontextmanager
+async def _store_across_a_restart() -> AsyncIterator[DatabaseIdempotencyStore]:
+    """A store on a PostgreSQL server of its own that reserved `before`, then saw the server
+    restarted (its pooled connection now dead)."""
     server = PostgresServer(Path(tempfile.mkdtemp(prefix="idempotency-restart-")))
     try:
         server.start()
@@ -254,33 +254,31 @@ async def test_the_database_store_carries_on_after_a_database_restart(
         assert await store.reserve([_group("before")]) == [None]
         server.stop()
         server.start()
-        await asyncio.sleep(0.2)  # the pooled connection, idle meanwhile, is found dead and replaced
-        answers = await store.reserve([_group("before", answer="again"), _group("after")])
-        assert answers == [(0, {"event_id": "first-before"}), None]
+        yield store
         await store.close()
     finally:
         server.remove()
+
+
+async def test_the_database_store_carries_on_after_a_database_restart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(engine_module, "IDLE_BEFORE_PING", 0.1)
+    async with _store_across_a_restart() as store:
+        await asyncio.sleep(0.2)  # the pooled connection, idle meanwhile, is found dead and replaced
+        answers = await store.reserve([_group("before", answer="again"), _group("after")])
+        assert answers == [(0, {"event_id": "first-before"}), None]
 
 
 async def test_a_connection_lost_in_use_fails_one_write_and_is_replaced(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(engine_module, "IDLE_BEFORE_PING", 3600.0)  # in steady use: never checked
-    server = PostgresServer(Path(tempfile.mkdtemp(prefix="idempotency-restart-")))
-    try:
-        server.start()
-        migrations.upgrade(server.url)
-        store = DatabaseIdempotencyStore.for_database(server.url, timedelta(hours=1))
-        assert await store.reserve([_group("before")]) == [None]
-        server.stop()
-        server.start()
+    async with _store_across_a_restart() as store:
         with pytest.raises(psycopg.OperationalError):
             await store.reserve([_group("lost")])
         assert await store.reserve([_group("after")]) == [None]
         assert await store.reserve([_group("before", answer="again")]) == [(0, {"event_id": "first-before"})]
-        await store.close()
-    finally:
-        server.remove()
     assert not [record for record in caplog.records if record.levelname == "ERROR"]
 
 
