@@ -1,5 +1,5 @@
 """Group commit: the database writes of requests that arrive while one is being written wait and go
-together in the next, in one thread hop and one transaction.
+together in the next, in one transaction (and, for a driver that blocks, one thread hop).
 
 A transaction costs a few round trips (and, when durable, a flush to disk) whatever it holds: one
 per request made concurrent requests queue for the database one by one.
@@ -9,17 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 logger = logging.getLogger(__name__)
 
 Item = TypeVar("Item")
 Outcome = TypeVar("Outcome")
+Write = Callable[[Sequence[Item]], Awaitable[Sequence[Outcome]]]
+
+
+def in_thread(write: Callable[[Sequence[Item]], Sequence[Outcome]]) -> Write[Item, Outcome]:
+    """A blocking `write` (a driver without asyncio) as the coroutine GroupCommit awaits."""
+
+    async def threaded(items: Sequence[Item]) -> Sequence[Outcome]:
+        return await asyncio.to_thread(write, items)
+
+    return threaded
 
 
 class GroupCommit(Generic[Item, Outcome]):
-    """Runs `write` (in a thread) over the items submitted meanwhile, in submission order.
+    """Awaits `write` over the items submitted meanwhile, in submission order, one batch at a time.
 
     `write` gets a batch and returns one outcome per item; if it raises, every submitter of the
     batch gets the exception. Items are written in the order they were submitted, batch after batch.
@@ -29,7 +39,7 @@ class GroupCommit(Generic[Item, Outcome]):
 
     def __init__(
         self,
-        write: Callable[[Sequence[Item]], Sequence[Outcome]],
+        write: Write[Item, Outcome],
         name: str,
         written: Callable[[Sequence[Item], Sequence[Outcome]], None] | None = None,
     ) -> None:
@@ -56,7 +66,7 @@ class GroupCommit(Generic[Item, Outcome]):
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                outcomes = await asyncio.to_thread(self._write, [item for item, _ in batch])
+                outcomes = await self._write([item for item, _ in batch])
             except Exception as error:  # the database failed: every submitter of the batch learns it
                 for _, done in batch:
                     if not done.done():

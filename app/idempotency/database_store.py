@@ -8,8 +8,12 @@ the driver's own cursor as they are (SQLite and PostgreSQL each have their own):
 connection, transaction and parameter processing cost more client CPU than the database's work,
 and the answers are JSON already made by orjson.
 
-On PostgreSQL the statements run in autocommit mode, each atomic on its own: when a group with
-keys found taken (or repeated) fails after its insert, the keys it inserted are deleted again.
+On PostgreSQL the statements go through one connection driven by the event loop
+(`app.database.loop_connection`): a thread hop per group commit cost the worker as much CPU as the
+statement. They run in autocommit mode, each atomic on its own: when a group with keys found taken
+(or repeated) fails after its insert, the keys it inserted are deleted again. On SQLite (whose
+driver blocks) a group commit is one transaction in a thread, and the same code runs there: its
+statements are plain calls dressed as coroutines that never suspend.
 Nothing is waited on to reach the disk (`synchronous_commit=off`, SQLite's `synchronous=NORMAL`,
 through an engine of their own): a crash of the database host may forget the last keys, which can
 only let a repeat through after that fault (at least once allows it); the spool's commits stay
@@ -21,27 +25,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import orjson
 from sqlalchemy import Engine
-from sqlalchemy.pool import PoolProxiedConnection
 
 from app.database.engine import create_database_engine
 from app.database.group_commit import GroupCommit
 from app.idempotency.store import KeyGroup, Known, StoredResult, assign_groups
 
-if TYPE_CHECKING:  # psycopg is loaded by SQLAlchemy with a PostgreSQL engine, never otherwise
+if TYPE_CHECKING:  # psycopg is loaded with a PostgreSQL engine only, never otherwise
     import psycopg
+
+    from app.database.loop_connection import LoopConnection
 
 logger = logging.getLogger(__name__)
 
 CLASSIFY_ROUNDS = 5  # insert-or-read rounds before giving up on keys released and re-taken meanwhile
 ROWS_PER_STATEMENT = 2000  # SQLite allows 32,766 parameters in one statement; three a row here
+
+Result = TypeVar("Result")
+
+# The PostgreSQL connection's setting (see the module's docstring; SQLite's is the engine's).
+NOT_WAITING_FOR_THE_DISK = "-c synchronous_commit=off"
 
 
 class _Statements(Protocol):
@@ -49,29 +59,25 @@ class _Statements(Protocol):
 
     autocommit: bool  # each statement commits on its own (else: one transaction a group commit)
 
-    def writing(self, connection: PoolProxiedConnection) -> AbstractContextManager[Any]:
-        """The cursor of one group commit's writes, committed at the end."""
-        ...
-
-    def locking(self, cursor: Any) -> AbstractContextManager[Any]:
+    def locking(self, cursor: Any) -> AbstractAsyncContextManager[Any]:
         """A transaction around reads that lock rows and the writes that depend on them."""
         ...
 
-    def insert_new(self, cursor: Any, rows: Sequence[tuple[str, str]], expires: datetime) -> set[str]:
+    async def insert_new(self, cursor: Any, rows: Sequence[tuple[str, str]], expires: datetime) -> set[str]:
         """Insert (key, answer JSON) rows whose key is absent; the keys inserted."""
         ...
 
-    def read_for_update(self, cursor: Any, keys: Sequence[str]) -> Iterable[tuple[str, str, datetime]]:
+    async def read_for_update(self, cursor: Any, keys: Sequence[str]) -> Iterable[tuple[str, str, datetime]]:
         """(key, answer JSON, expiry) of the keys present, locked until the transaction ends."""
         ...
 
-    def delete(self, cursor: Any, keys: Sequence[str]) -> None: ...
+    async def delete(self, cursor: Any, keys: Sequence[str]) -> None: ...
 
-    def update(self, cursor: Any, rows: Sequence[tuple[str, str]], expires: datetime | None) -> None:
+    async def update(self, cursor: Any, rows: Sequence[tuple[str, str]], expires: datetime | None) -> None:
         """Set (key, answer JSON) rows' answers, and their expiry when given."""
         ...
 
-    def delete_expired(self, cursor: Any, now: datetime) -> int: ...
+    async def delete_expired(self, cursor: Any, now: datetime) -> int: ...
 
 
 def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
@@ -86,26 +92,15 @@ def _sqlite_time(moment: datetime) -> str:
 
 class _SqliteStatements:
     """One transaction a group commit: SQLite's BEGIN and COMMIT cost no round trip, and the first
-    write takes the database's write lock for the rest."""
+    write takes the database's write lock for the rest. Plain calls (sqlite3 blocks): each
+    coroutine here finishes without suspending."""
 
     autocommit = False
 
-    @contextmanager
-    def writing(self, connection: PoolProxiedConnection) -> Iterator[Any]:
-        cursor = connection.cursor()
-        try:
-            yield cursor
-            connection.commit()
-        except BaseException:
-            connection.rollback()
-            raise
-        finally:
-            cursor.close()
-
-    def locking(self, cursor: Any) -> AbstractContextManager[Any]:
+    def locking(self, cursor: Any) -> AbstractAsyncContextManager[Any]:
         return nullcontext()  # the write lock is held already
 
-    def insert_new(self, cursor: Any, rows: Sequence[tuple[str, str]], expires: datetime) -> set[str]:
+    async def insert_new(self, cursor: Any, rows: Sequence[tuple[str, str]], expires: datetime) -> set[str]:
         inserted: set[str] = set()
         at = _sqlite_time(expires)
         for chunk in _chunks(rows):
@@ -119,7 +114,7 @@ class _SqliteStatements:
             inserted.update(row[0] for row in cursor.fetchall())
         return inserted
 
-    def read_for_update(self, cursor: Any, keys: Sequence[str]) -> Iterable[tuple[str, str, datetime]]:
+    async def read_for_update(self, cursor: Any, keys: Sequence[str]) -> Iterable[tuple[str, str, datetime]]:
         # The insert before took SQLite's write lock: nobody else changes rows until we commit.
         found: list[tuple[str, str, datetime]] = []
         for chunk in _chunks(keys):
@@ -131,12 +126,12 @@ class _SqliteStatements:
                 found.append((key, result, datetime.fromisoformat(expires_at).replace(tzinfo=UTC)))
         return found
 
-    def delete(self, cursor: Any, keys: Sequence[str]) -> None:
+    async def delete(self, cursor: Any, keys: Sequence[str]) -> None:
         for chunk in _chunks(keys):
             marks = ", ".join(["?"] * len(chunk))
             cursor.execute(f"DELETE FROM idempotency_keys WHERE key IN ({marks})", tuple(chunk))
 
-    def update(self, cursor: Any, rows: Sequence[tuple[str, str]], expires: datetime | None) -> None:
+    async def update(self, cursor: Any, rows: Sequence[tuple[str, str]], expires: datetime | None) -> None:
         if expires is None:
             cursor.executemany(
                 "UPDATE idempotency_keys SET result = ? WHERE key = ?",
@@ -149,7 +144,7 @@ class _SqliteStatements:
                 [(result, at, key) for key, result in rows],
             )
 
-    def delete_expired(self, cursor: Any, now: datetime) -> int:
+    async def delete_expired(self, cursor: Any, now: datetime) -> int:
         cursor.execute("DELETE FROM idempotency_keys WHERE expires_at <= ?", (_sqlite_time(now),))
         return int(cursor.rowcount)
 
@@ -166,55 +161,44 @@ class _PostgresStatements:
 
     autocommit = True
 
-    @contextmanager
-    def writing(self, connection: PoolProxiedConnection) -> Iterator[Any]:
-        driver = cast("psycopg.Connection[Any]", connection.driver_connection)
-        driver.autocommit = True
-        try:
-            with driver.cursor() as cursor:
-                yield cursor
-        finally:
-            if not driver.closed:  # back to the pool as the engine's other users expect it
-                driver.autocommit = False
+    def locking(self, cursor: Any) -> AbstractAsyncContextManager[Any]:
+        return cast("psycopg.AsyncCursor[Any]", cursor).connection.transaction()
 
-    def locking(self, cursor: Any) -> AbstractContextManager[Any]:
-        return cast("psycopg.Cursor[Any]", cursor).connection.transaction()
-
-    def insert_new(self, cursor: Any, rows: Sequence[tuple[str, str]], expires: datetime) -> set[str]:
-        cursor.execute(
+    async def insert_new(self, cursor: Any, rows: Sequence[tuple[str, str]], expires: datetime) -> set[str]:
+        await cursor.execute(
             "INSERT INTO idempotency_keys (key, result, expires_at) "
             "SELECT k, r::json, %s FROM unnest(%b::text[], %b::text[]) AS t(k, r) "
             "ON CONFLICT (key) DO NOTHING RETURNING key",
             (expires, [key for key, _ in rows], [result for _, result in rows]),
         )
-        return {row[0] for row in cursor.fetchall()}
+        return {row[0] for row in await cursor.fetchall()}
 
-    def read_for_update(self, cursor: Any, keys: Sequence[str]) -> Iterable[tuple[str, str, datetime]]:
-        cursor.execute(
+    async def read_for_update(self, cursor: Any, keys: Sequence[str]) -> Iterable[tuple[str, str, datetime]]:
+        await cursor.execute(
             "SELECT key, result::text, expires_at FROM idempotency_keys WHERE key = ANY(%b::text[]) FOR UPDATE",
             (list(keys),),
         )
-        return [(key, result, expires_at) for key, result, expires_at in cursor.fetchall()]
+        return [(key, result, expires_at) for key, result, expires_at in await cursor.fetchall()]
 
-    def delete(self, cursor: Any, keys: Sequence[str]) -> None:
-        cursor.execute("DELETE FROM idempotency_keys WHERE key = ANY(%b::text[])", (list(keys),))
+    async def delete(self, cursor: Any, keys: Sequence[str]) -> None:
+        await cursor.execute("DELETE FROM idempotency_keys WHERE key = ANY(%b::text[])", (list(keys),))
 
-    def update(self, cursor: Any, rows: Sequence[tuple[str, str]], expires: datetime | None) -> None:
+    async def update(self, cursor: Any, rows: Sequence[tuple[str, str]], expires: datetime | None) -> None:
         # One primary-key UPDATE a row, pipelined by psycopg's executemany: a join with the
         # unnested arrays could be planned as a scan of the table (and kept as the prepared plan).
         if expires is None:
-            cursor.executemany(
+            await cursor.executemany(
                 "UPDATE idempotency_keys SET result = %s::json WHERE key = %s",
                 [(result, key) for key, result in rows],
             )
         else:
-            cursor.executemany(
+            await cursor.executemany(
                 "UPDATE idempotency_keys SET result = %s::json, expires_at = %s WHERE key = %s",
                 [(result, expires, key) for key, result in rows],
             )
 
-    def delete_expired(self, cursor: Any, now: datetime) -> int:
-        cursor.execute("DELETE FROM idempotency_keys WHERE expires_at <= %s", (now,))
+    async def delete_expired(self, cursor: Any, now: datetime) -> int:
+        await cursor.execute("DELETE FROM idempotency_keys WHERE expires_at <= %s", (now,))
         return int(cursor.rowcount)
 
 
@@ -241,15 +225,19 @@ class DatabaseIdempotencyStore:
     def __init__(self, engine: Engine, window: timedelta) -> None:
         self._engine = engine
         self._window = window
+        self._loop_connection: LoopConnection | None = None
         dialect = engine.dialect.name
         if dialect == "sqlite":
             self._sql: _Statements = _SqliteStatements()
         elif dialect == "postgresql":
+            from app.database.loop_connection import LoopConnection  # here: it loads psycopg
+
             self._sql = _PostgresStatements()
+            self._loop_connection = LoopConnection(engine, options=NOT_WAITING_FOR_THE_DISK)
         else:
             raise ValueError(f"the database idempotency store supports SQLite and PostgreSQL, not {dialect}")
         self._commits: GroupCommit[_Operation, list[Known | None]] = GroupCommit(
-            self._write, "idempotency-writer"
+            lambda operations: self._run(lambda cursor: self._write(cursor, operations)), "idempotency-writer"
         )
 
     @classmethod
@@ -259,6 +247,8 @@ class DatabaseIdempotencyStore:
 
     async def close(self) -> None:
         await self._commits.drain()  # final answers not yet written
+        if self._loop_connection is not None:
+            await self._loop_connection.close()
         self._engine.dispose()
 
     async def reserve(self, groups: Sequence[KeyGroup]) -> list[Known | None]:
@@ -275,7 +265,7 @@ class DatabaseIdempotencyStore:
         else:
             written.add_done_callback(_log_failure)
 
-    def _write(self, operations: Sequence[_Operation]) -> list[list[Known | None]]:
+    async def _write(self, cursor: Any, operations: Sequence[_Operation]) -> list[list[Known | None]]:
         """One transaction: the settlements, merged, then every reservation, in order."""
         completed: dict[str, StoredResult] = {}
         released: set[str] = set()
@@ -290,13 +280,12 @@ class DatabaseIdempotencyStore:
                     completed.pop(key, None)
             else:
                 groups.extend(operation)
-        with self._writing() as cursor:
-            if completed:
-                rows = [(key, orjson.dumps(result).decode()) for key, result in completed.items()]
-                self._sql.update(cursor, rows, None)
-            if released:
-                self._sql.delete(cursor, list(released))
-            answers = self._reserve_all(cursor, groups) if groups else []
+        if completed:
+            rows = [(key, orjson.dumps(result).decode()) for key, result in completed.items()]
+            await self._sql.update(cursor, rows, None)
+        if released:
+            await self._sql.delete(cursor, list(released))
+        answers = await self._reserve_all(cursor, groups) if groups else []
         split: list[list[Known | None]] = []
         for operation in operations:
             if isinstance(operation, _Settle):
@@ -306,7 +295,7 @@ class DatabaseIdempotencyStore:
                 answers = answers[len(operation) :]
         return split
 
-    def _reserve_all(self, cursor: Any, groups: Sequence[KeyGroup]) -> list[Known | None]:
+    async def _reserve_all(self, cursor: Any, groups: Sequence[KeyGroup]) -> list[Known | None]:
         now = datetime.now(UTC)
         expires = now + self._window
         first: dict[str, StoredResult] = {}  # each key with the provisional answer of its first use
@@ -314,25 +303,25 @@ class DatabaseIdempotencyStore:
             for key, provisional in group:
                 first.setdefault(key, provisional)
         encoded = {key: orjson.dumps(result).decode() for key, result in first.items()}
-        inserted = self._sql.insert_new(cursor, list(encoded.items()), expires)
+        inserted = await self._sql.insert_new(cursor, list(encoded.items()), expires)
         try:
             if len(inserted) == len(first):  # all new: nothing to read or lock
-                return self._assign(cursor, groups, first, inserted, {}, set(), expires)
-            with self._sql.locking(cursor):
+                return await self._assign(cursor, groups, first, inserted, {}, set(), expires)
+            async with self._sql.locking(cursor):
                 pending = [key for key in encoded if key not in inserted]
-                again, live, taken_over = self._classify(cursor, encoded, pending, expires, now)
+                again, live, taken_over = await self._classify(cursor, encoded, pending, expires, now)
                 ours = inserted | again | taken_over
-                return self._assign(cursor, groups, first, ours, live, taken_over, expires)
+                return await self._assign(cursor, groups, first, ours, live, taken_over, expires)
         except Exception:
             # Committed on its own, the insert outlives a failure after it (a deadlock, a lost
             # connection): its keys are given back, or a retry of these requests, told of the
             # failure, would be answered `duplicate` for events never published.
             if self._sql.autocommit and inserted:
                 with contextlib.suppress(Exception):
-                    self._sql.delete(cursor, list(inserted))
+                    await self._sql.delete(cursor, list(inserted))
             raise
 
-    def _assign(
+    async def _assign(
         self,
         cursor: Any,
         groups: Sequence[KeyGroup],
@@ -347,17 +336,17 @@ class DatabaseIdempotencyStore:
         answers, assigned = assign_groups(groups, live)
         stale = [key for key in ours if key not in assigned]
         if stale:  # reserved by this call, then not needed: as if never reserved
-            self._sql.delete(cursor, stale)
+            await self._sql.delete(cursor, stale)
         changed = [
             (key, orjson.dumps(result).decode())
             for key, result in assigned.items()
             if key in ours and (result is not first[key] or key in taken_over)
         ]
         if changed:  # taken over, or assigned to a later use than the first
-            self._sql.update(cursor, changed, expires)
+            await self._sql.update(cursor, changed, expires)
         return answers
 
-    def _classify(
+    async def _classify(
         self, cursor: Any, encoded: dict[str, str], pending: list[str], expires: datetime, now: datetime
     ) -> tuple[set[str], dict[str, StoredResult], set[str]]:
         """Of the `pending` keys (present when inserted): which are live elsewhere, with their
@@ -368,7 +357,7 @@ class DatabaseIdempotencyStore:
         live: dict[str, StoredResult] = {}
         taken_over: set[str] = set()
         for _ in range(CLASSIFY_ROUNDS):
-            for key, result, expires_at in self._sql.read_for_update(cursor, pending):
+            for key, result, expires_at in await self._sql.read_for_update(cursor, pending):
                 if expires_at > now:
                     live[key] = orjson.loads(result)
                 else:
@@ -376,7 +365,7 @@ class DatabaseIdempotencyStore:
             gone = [key for key in pending if key not in live and key not in taken_over]
             if not gone:
                 return inserted, live, taken_over
-            again = self._sql.insert_new(cursor, [(key, encoded[key]) for key in gone], expires)
+            again = await self._sql.insert_new(cursor, [(key, encoded[key]) for key in gone], expires)
             inserted |= again
             pending = [key for key in gone if key not in again]
             if not pending:
@@ -384,20 +373,33 @@ class DatabaseIdempotencyStore:
         raise RuntimeError(f"idempotency keys kept changing under this request: {pending[:3]}")
 
     async def purge_expired(self) -> int:
-        return await asyncio.to_thread(self._purge_expired)
+        return await self._run(lambda cursor: self._sql.delete_expired(cursor, datetime.now(UTC)))
 
-    def _purge_expired(self) -> int:
-        with self._writing() as cursor:
-            return self._sql.delete_expired(cursor, datetime.now(UTC))
+    async def _run(self, work: Callable[[Any], Coroutine[Any, Any, Result]]) -> Result:
+        """`work` on a cursor: the loop's connection (PostgreSQL), else in a thread, in a transaction."""
+        if self._loop_connection is not None:
+            async with self._loop_connection.cursor() as cursor:
+                return await work(cursor)
+        return await asyncio.to_thread(self._run_in_transaction, work)
+
+    def _run_in_transaction(self, work: Callable[[Any], Coroutine[Any, Any, Result]]) -> Result:
+        with self._transaction() as cursor:
+            return _run_to_end(work(cursor))
 
     @contextmanager
-    def _writing(self) -> Iterator[Any]:
-        """A cursor of a pooled connection, the driver's own (see the module's docstring)."""
+    def _transaction(self) -> Iterator[Any]:
+        """A cursor of a pooled connection, the driver's own, committed at the end."""
         connection = self._engine.raw_connection()
         try:
-            with self._sql.writing(connection) as cursor:
+            cursor = connection.cursor()
+            try:
                 yield cursor
-        except Exception as error:
+            finally:
+                cursor.close()
+            connection.commit()
+        except BaseException as error:
+            with contextlib.suppress(Exception):
+                connection.rollback()
             dialect = self._engine.dialect
             if isinstance(error, dialect.loaded_dbapi.Error) and dialect.is_disconnect(
                 error, connection.dbapi_connection, None
@@ -406,6 +408,16 @@ class DatabaseIdempotencyStore:
             raise
         finally:
             connection.close()  # back to the pool, unless invalidated
+
+
+def _run_to_end(work: Coroutine[Any, Any, Result]) -> Result:
+    """Run a coroutine that never suspends (SQLite's statements: plain calls), without a loop."""
+    try:
+        work.send(None)
+    except StopIteration as finished:
+        return cast(Result, finished.value)
+    work.close()
+    raise RuntimeError("a statement of a blocking driver suspended")
 
 
 def _log_failure(written: asyncio.Future[list[Known | None]]) -> None:

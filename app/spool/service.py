@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
-from app.database.group_commit import GroupCommit
+from app.database.group_commit import GroupCommit, in_thread
 from app.spool.store import NewRecord, SpoolStats, SpoolStore
 
 # The table is counted before a write only when the cached depth is within this share of
@@ -25,7 +25,7 @@ class Spool:
         self._on_added = on_added
         self.added = asyncio.Event()  # wakes the relay
         self._commits: GroupCommit[Sequence[NewRecord], bool] = GroupCommit(
-            self._write, "spool-writer", self._written
+            in_thread(self._write), "spool-writer", self._written
         )
         self._added_total = 0  # records this process has spooled, ever (see refresh)
 

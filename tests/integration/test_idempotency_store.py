@@ -8,7 +8,7 @@ import asyncio
 import multiprocessing
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import ExitStack, asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,26 +29,44 @@ from tests.services.postgres import PostgresServer
 pytestmark = pytest.mark.integration
 
 StoreFactory = Callable[..., IdempotencyStore]
+DatabaseStoreFactory = Callable[..., DatabaseIdempotencyStore]
 DATABASE_URL_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "postgres_url"}
 
 
+@asynccontextmanager
+async def _database_stores(url: str) -> AsyncIterator[DatabaseStoreFactory]:
+    """Database stores with a given window on one engine of `url`, all closed at the end (on
+    PostgreSQL each has a connection of its own)."""
+    engine = create_database_engine(url)
+    stores: list[DatabaseIdempotencyStore] = []
+
+    def database_store(window: timedelta = timedelta(hours=1)) -> DatabaseIdempotencyStore:
+        stores.append(DatabaseIdempotencyStore(engine, window))
+        return stores[-1]
+
+    try:
+        yield database_store
+    finally:
+        for store in stores:
+            await store.close()
+        engine.dispose()
+
+
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = create_database_engine(database_url)
-    yield engine
-    engine.dispose()
+async def database_store(database_url: str) -> AsyncIterator[DatabaseStoreFactory]:
+    async with _database_stores(database_url) as factory:
+        yield factory
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "host"])
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
     """A store of each shared kind, with the given window: the database store on both databases,
     the host store."""
     if request.param == "host":
         yield lambda window=timedelta(hours=1): HostIdempotencyStore(tmp_path / "keys", window, 1000)
         return
-    engine = create_database_engine(request.getfixturevalue(DATABASE_URL_FIXTURES[request.param]))
-    yield lambda window=timedelta(hours=1): DatabaseIdempotencyStore(engine, window)
-    engine.dispose()
+    async with _database_stores(request.getfixturevalue(DATABASE_URL_FIXTURES[request.param])) as factory:
+        yield factory
 
 
 def _group(*keys: str, answer: str = "first") -> KeyGroup:
@@ -117,79 +135,87 @@ async def test_an_expired_key_is_taken_over(make_store: StoreFactory) -> None:
     assert await store.reserve([_group("old", answer="new")]) == [None]
 
 
-@contextmanager
-def _sent(engine: Engine) -> Iterator[list[str]]:
-    """What the engine's connections send meanwhile, one entry a round trip (the pool's liveness
-    check aside), traced from each checkout to its checkin: on PostgreSQL from libpq's trace (a
-    simple query's first word, or `statement` for an extended-protocol one), SQLite's statements
-    from its trace callback."""
+@asynccontextmanager
+async def _sent(store: DatabaseIdempotencyStore) -> AsyncIterator[list[str]]:
+    """What the store sends meanwhile, one entry a round trip: on PostgreSQL from libpq's trace of
+    the store's connection (a simple query's first word, or `statement` for an extended-protocol
+    one), on SQLite its statements from the trace callback of each connection the pool hands out."""
     sent: list[str] = []
-    with ExitStack() as files:
-        logs: dict[int, Any] = {}
-
-        def checkout(dbapi_connection: Any, *_: Any) -> None:
-            if engine.dialect.name == "sqlite":
-                dbapi_connection.set_trace_callback(lambda statement: sent.append(statement.split()[0]))
-                return
-            log = logs[id(dbapi_connection)] = files.enter_context(tempfile.TemporaryFile("w+"))
-            dbapi_connection.pgconn.trace(log.fileno())
-            dbapi_connection.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
-
-        def checkin(dbapi_connection: Any, *_: Any) -> None:
-            if engine.dialect.name == "sqlite":
-                dbapi_connection.set_trace_callback(None)
-                return
-            dbapi_connection.pgconn.untrace()
-            log = logs.pop(id(dbapi_connection))
-            log.seek(0)
-            for line in log.read().splitlines():
-                direction, _, kind, *rest = line.split("\t")
-                if direction == "F" and kind == "Query" and rest[0].strip() != '";"':
-                    sent.append(rest[0].strip().strip('"').split()[0])
-                elif direction == "F" and kind == "Sync":
-                    sent.append("statement")
-
-        event.listen(engine, "checkout", checkout)
-        event.listen(engine, "checkin", checkin)
+    connection = store._loop_connection
+    if connection is None:
+        with _sqlite_statements(store._engine, sent):
+            yield sent
+        return
+    async with connection.cursor() as cursor:  # opened now, so that it can be traced
+        pgconn = cursor.connection.pgconn
+    with tempfile.TemporaryFile("w+") as log:
+        pgconn.trace(log.fileno())
+        pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
         try:
             yield sent
         finally:
-            event.remove(engine, "checkout", checkout)
-            event.remove(engine, "checkin", checkin)
+            pgconn.untrace()
+        log.seek(0)
+        for line in log.read().splitlines():
+            direction, _, kind, *rest = line.split("\t")
+            if direction == "F" and kind == "Query" and rest[0].strip() != '";"':
+                sent.append(rest[0].strip().strip('"').split()[0])
+            elif direction == "F" and kind == "Sync":
+                sent.append("statement")
 
 
-async def test_a_request_of_a_hundred_keys_is_one_round_trip(engine: Engine) -> None:
+@contextmanager
+def _sqlite_statements(engine: Engine, sent: list[str]) -> Iterator[None]:
+    def checkout(dbapi_connection: Any, *_: Any) -> None:
+        dbapi_connection.set_trace_callback(lambda statement: sent.append(statement.split()[0]))
+
+    def checkin(dbapi_connection: Any, *_: Any) -> None:
+        dbapi_connection.set_trace_callback(None)
+
+    event.listen(engine, "checkout", checkout)
+    event.listen(engine, "checkin", checkin)
+    try:
+        yield
+    finally:
+        event.remove(engine, "checkout", checkout)
+        event.remove(engine, "checkin", checkin)
+
+
+async def test_a_request_of_a_hundred_keys_is_one_round_trip(database_store: DatabaseStoreFactory) -> None:
     """On PostgreSQL in autocommit mode (no BEGIN, no COMMIT); SQLite's transaction costs none."""
-    store = DatabaseIdempotencyStore(engine, timedelta(hours=1))
+    store = database_store()
+    on_sqlite = store._loop_connection is None
     groups = [_group(f"attempt-{n}") for n in range(100)]
-    with _sent(engine) as sent:
+    async with _sent(store) as sent:
         assert await store.reserve(groups) == [None] * 100
-    assert sent == (["BEGIN", "INSERT", "COMMIT"] if engine.dialect.name == "sqlite" else ["statement"])
-    with _sent(engine) as sent:
+    assert sent == (["BEGIN", "INSERT", "COMMIT"] if on_sqlite else ["statement"])
+    async with _sent(store) as sent:
         await store.settle({f"attempt-{n}": {"event_id": "done"} for n in range(100)}, [])
-        await store.close()  # the final answers are written behind the request: wait for them
+        await store._commits.drain()  # the final answers are written behind the request: wait for them
     updates = ["BEGIN", *["UPDATE"] * 100, "COMMIT"]
-    assert sent == (updates if engine.dialect.name == "sqlite" else ["statement"])  # pipelined
+    assert sent == (updates if on_sqlite else ["statement"])  # pipelined
 
 
-async def test_keys_found_taken_are_read_and_locked_in_a_transaction(engine: Engine) -> None:
-    store = DatabaseIdempotencyStore(engine, timedelta(hours=1))
+async def test_keys_found_taken_are_read_and_locked_in_a_transaction(
+    database_store: DatabaseStoreFactory,
+) -> None:
+    store = database_store()
     await store.reserve([_group("taken")])
-    with _sent(engine) as sent:
+    async with _sent(store) as sent:
         answers = await store.reserve([_group("new"), _group("taken", answer="again")])
     assert answers == [None, (0, {"event_id": "first-taken"})]
-    if engine.dialect.name == "postgresql":
+    if store._loop_connection is not None:
         assert sent == ["statement", "BEGIN", "statement", "COMMIT"]
     else:
         assert sent == ["BEGIN", "INSERT", "SELECT", "COMMIT"]
 
 
 async def test_a_failure_after_the_insert_gives_its_keys_back(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch
+    database_store: DatabaseStoreFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On PostgreSQL the insert commits on its own: a failure in the locking part that follows
     (a deadlock, a lost connection) must not leave keys of events never published."""
-    store = DatabaseIdempotencyStore(engine, timedelta(hours=1))
+    store = database_store()
     await store.reserve([_group("taken")])
 
     def deadlock(*_: Any) -> None:
@@ -202,10 +228,10 @@ async def test_a_failure_after_the_insert_gives_its_keys_back(
     assert await store.reserve([_group("new", answer="retried")]) == [None]
 
 
-async def test_concurrent_requests_share_transactions(engine: Engine) -> None:
+async def test_concurrent_requests_share_transactions(database_store: DatabaseStoreFactory) -> None:
     """Group commit: reservations arriving while one write is under way go in the next one."""
-    store = DatabaseIdempotencyStore(engine, timedelta(hours=1))
-    with _sent(engine) as sent:
+    store = database_store()
+    async with _sent(store) as sent:
         answers = await asyncio.gather(
             *(store.reserve([_group(f"c-{n}"), _group("shared")]) for n in range(20))
         )
@@ -213,7 +239,7 @@ async def test_concurrent_requests_share_transactions(engine: Engine) -> None:
     assert all(later == [None, (0, {"event_id": "first-shared"})] for later in answers[1:])
     # at most two group commits (the first request may go alone): an insert each and, on
     # PostgreSQL, the locking read of `shared`, found taken
-    if engine.dialect.name == "sqlite":
+    if store._loop_connection is None:
         assert sent.count("INSERT") <= 2
     else:
         assert sent.count("statement") <= 3
@@ -222,24 +248,17 @@ async def test_concurrent_requests_share_transactions(engine: Engine) -> None:
 async def test_a_connection_is_checked_before_use_only_after_it_was_idle(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = create_database_engine(postgres_url)
-    pings: list[Any] = []
-    ping = engine.dialect.do_ping
-
-    def counted_ping(connection: Any) -> bool:
-        pings.append(connection)
-        return ping(connection)
-
-    monkeypatch.setattr(engine.dialect, "do_ping", counted_ping)
     monkeypatch.setattr(engine_module, "IDLE_BEFORE_PING", 0.5)
-    store = DatabaseIdempotencyStore(engine, timedelta(hours=1))
-    for n in range(5):
-        assert await store.reserve([_group(f"busy-{n}")]) == [None]
-    assert pings == []  # a new connection, then one in steady use
-    await asyncio.sleep(0.6)
-    assert await store.reserve([_group("after-a-pause")]) == [None]
-    assert len(pings) == 1
-    engine.dispose()
+    async with _database_stores(postgres_url) as database_store:
+        store = database_store()
+        async with _sent(store) as sent:
+            for n in range(5):
+                assert await store.reserve([_group(f"busy-{n}")]) == [None]
+        assert sent == ["statement"] * 5  # in steady use: the inserts only
+        await asyncio.sleep(0.6)
+        async with _sent(store) as sent:
+            assert await store.reserve([_group("after-a-pause")]) == [None]
+        assert sent == ["statement"] * 2  # the check, then the insert
 
 
 @asynccontextmanager
@@ -344,10 +363,10 @@ async def test_the_host_store_takes_keys_longer_than_lmdb_allows(tmp_path: Path)
     assert await store.reserve([_group(long_key, answer="again")]) == [(0, {"event_id": "final"})]
 
 
-async def test_the_database_store_purges_expired_keys(engine: Engine) -> None:
-    expired = DatabaseIdempotencyStore(engine, timedelta(seconds=-1))
+async def test_the_database_store_purges_expired_keys(database_store: DatabaseStoreFactory) -> None:
+    expired = database_store(timedelta(seconds=-1))
     await expired.reserve([_group("old-1"), _group("old-2")])
-    live = DatabaseIdempotencyStore(engine, timedelta(hours=1))
+    live = database_store()
     await live.reserve([_group("new")])
     assert await live.purge_expired() == 2
     assert await live.reserve([_group("new", answer="again")]) == [(0, {"event_id": "first-new"})]
