@@ -45,7 +45,8 @@ class LoopConnection:
                 yield cursor
         except BaseException as error:
             # Lost (the server restarted, the network dropped), or interrupted mid-statement
-            # (cancelled): not used again, the next write connects anew.
+            # (cancelled: psycopg has the server cancel the statement first): not used again, in
+            # whatever state it was left; the next write connects anew.
             if connection.broken or connection.closed or not isinstance(error, Exception):
                 self._discard(connection)
             raise
