@@ -1,7 +1,7 @@
 """One PostgreSQL connection driven by the event loop (psycopg's asyncio interface), for writes so
-small and frequent that a thread hop each costs as much as the statement: the idempotency store's
-group commits. The hop to a thread and back (two wake-ups, the GIL taken from a busy event loop)
-costs a worker about as much CPU as the statement itself, and adds its wait to every request's.
+small and frequent that a thread hop each would matter: the idempotency store's group commits. The
+hop to a thread and back (two wake-ups, the GIL taken from a busy event loop) costs a worker about
+as much CPU as such a statement, and adds its wait to every request's.
 
 Like the engine's pool (`app.database.engine`): a connection idle for `IDLE_BEFORE_PING` is checked
 before use and replaced if the server went away meanwhile; one lost in use fails that write and is
@@ -10,6 +10,7 @@ replaced by the next.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,7 +25,8 @@ from app.database import engine as database_engine
 class LoopConnection:
     """A psycopg AsyncConnection to the database of `engine`, in autocommit mode, opened on first use.
 
-    Users take turns (one cursor at a time): the group commit that uses it writes one batch at a time.
+    Its users take turns, one cursor at a time, so that a transaction one of them opens holds
+    nobody else's statements.
     """
 
     def __init__(self, engine: Engine, *, options: str = "") -> None:
@@ -36,22 +38,24 @@ class LoopConnection:
         self._parameters = dict(parameters)
         self._connection: psycopg.AsyncConnection[Any] | None = None
         self._idle_since = 0.0
+        self._turn = asyncio.Lock()
 
     @asynccontextmanager
     async def cursor(self) -> AsyncIterator[psycopg.AsyncCursor[Any]]:
-        connection = await self._usable()
-        try:
-            async with connection.cursor() as cursor:
-                yield cursor
-        except BaseException as error:
-            # Lost (the server restarted, the network dropped), or interrupted mid-statement
-            # (cancelled: psycopg has the server cancel the statement first): not used again, in
-            # whatever state it was left; the next write connects anew.
-            if connection.broken or connection.closed or not isinstance(error, Exception):
-                self._discard(connection)
-            raise
-        finally:
-            self._idle_since = time.monotonic()
+        async with self._turn:
+            connection = await self._usable()
+            try:
+                async with connection.cursor() as cursor:
+                    yield cursor
+            except BaseException as error:
+                # Lost (the server restarted, the network dropped), or interrupted mid-statement
+                # (cancelled: psycopg has the server cancel the statement first): not used again,
+                # in whatever state it was left; the next write connects anew.
+                if connection.broken or connection.closed or not isinstance(error, Exception):
+                    self._discard(connection)
+                raise
+            finally:
+                self._idle_since = time.monotonic()
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None

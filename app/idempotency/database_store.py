@@ -8,16 +8,16 @@ the driver's own cursor as they are (SQLite and PostgreSQL each have their own):
 connection, transaction and parameter processing cost more client CPU than the database's work,
 and the answers are JSON already made by orjson.
 
-On PostgreSQL the statements go through one connection driven by the event loop
-(`app.database.loop_connection`): a thread hop per group commit cost the worker as much CPU as the
-statement. They run in autocommit mode, each atomic on its own: when a group with keys found taken
-(or repeated) fails after its insert, the keys it inserted are deleted again. On SQLite (whose
-driver blocks) a group commit is one transaction in a thread, and the same code runs there: its
-statements are plain calls dressed as coroutines that never suspend.
-Nothing is waited on to reach the disk (`synchronous_commit=off`, SQLite's `synchronous=NORMAL`,
-through an engine of their own): a crash of the database host may forget the last keys, which can
-only let a repeat through after that fault (at least once allows it); the spool's commits stay
-durable.
+On PostgreSQL the group commits go through a connection driven by the event loop
+(`app.database.loop_connection`; the purge of expired keys, which may take long, through another):
+a thread hop per group commit cost the worker as much CPU as the statement. They run in autocommit
+mode, each atomic on its own: when a group with keys found taken (or repeated) fails after its
+insert, the keys it inserted are deleted again. On SQLite (whose driver blocks) a group commit is
+one transaction in a thread, and the same code runs there: its statements are plain calls dressed
+as coroutines that never suspend. Nothing is waited on to reach the disk (PostgreSQL's
+`synchronous_commit=off` on the store's connections, SQLite's `synchronous=NORMAL` through an
+engine of its own): a crash of the database host may forget the last keys, which can only let a
+repeat through after that fault (at least once allows it); the spool's commits stay durable.
 """
 
 from __future__ import annotations
@@ -225,7 +225,8 @@ class DatabaseIdempotencyStore:
     def __init__(self, engine: Engine, window: timedelta) -> None:
         self._engine = engine
         self._window = window
-        self._loop_connection: LoopConnection | None = None
+        self._loop_connection: LoopConnection | None = None  # PostgreSQL's, for the group commits
+        self._purge_connection: LoopConnection | None = None  # and for the purge
         dialect = engine.dialect.name
         if dialect == "sqlite":
             self._sql: _Statements = _SqliteStatements()
@@ -234,10 +235,11 @@ class DatabaseIdempotencyStore:
 
             self._sql = _PostgresStatements()
             self._loop_connection = LoopConnection(engine, options=NOT_WAITING_FOR_THE_DISK)
+            self._purge_connection = LoopConnection(engine, options=NOT_WAITING_FOR_THE_DISK)
         else:
             raise ValueError(f"the database idempotency store supports SQLite and PostgreSQL, not {dialect}")
         self._commits: GroupCommit[_Operation, list[Known | None]] = GroupCommit(
-            lambda operations: self._run(lambda cursor: self._write(cursor, operations)), "idempotency-writer"
+            self._write_batch, "idempotency-writer"
         )
 
     @classmethod
@@ -247,8 +249,9 @@ class DatabaseIdempotencyStore:
 
     async def close(self) -> None:
         await self._commits.drain()  # final answers not yet written
-        if self._loop_connection is not None:
-            await self._loop_connection.close()
+        for connection in (self._loop_connection, self._purge_connection):
+            if connection is not None:
+                await connection.close()
         self._engine.dispose()
 
     async def reserve(self, groups: Sequence[KeyGroup]) -> list[Known | None]:
@@ -264,6 +267,9 @@ class DatabaseIdempotencyStore:
             await written
         else:
             written.add_done_callback(_log_failure)
+
+    async def _write_batch(self, operations: Sequence[_Operation]) -> list[list[Known | None]]:
+        return await self._run(lambda cursor: self._write(cursor, operations), self._loop_connection)
 
     async def _write(self, cursor: Any, operations: Sequence[_Operation]) -> list[list[Known | None]]:
         """One transaction: the settlements, merged, then every reservation, in order."""
@@ -373,12 +379,15 @@ class DatabaseIdempotencyStore:
         raise RuntimeError(f"idempotency keys kept changing under this request: {pending[:3]}")
 
     async def purge_expired(self) -> int:
-        return await self._run(lambda cursor: self._sql.delete_expired(cursor, datetime.now(UTC)))
+        now = datetime.now(UTC)
+        return await self._run(lambda cursor: self._sql.delete_expired(cursor, now), self._purge_connection)
 
-    async def _run(self, work: Callable[[Any], Coroutine[Any, Any, Result]]) -> Result:
-        """`work` on a cursor: the loop's connection (PostgreSQL), else in a thread, in a transaction."""
-        if self._loop_connection is not None:
-            async with self._loop_connection.cursor() as cursor:
+    async def _run(
+        self, work: Callable[[Any], Coroutine[Any, Any, Result]], connection: LoopConnection | None
+    ) -> Result:
+        """`work` on a cursor of `connection` (PostgreSQL), else in a thread, in a transaction."""
+        if connection is not None:
+            async with connection.cursor() as cursor:
                 return await work(cursor)
         return await asyncio.to_thread(self._run_in_transaction, work)
 
