@@ -244,7 +244,8 @@ class DatabaseIdempotencyStore:
 
     @classmethod
     def for_database(cls, url: str, window: timedelta) -> DatabaseIdempotencyStore:
-        """The store on an engine of its own whose commits do not wait for the disk."""
+        """The store on an engine of its own whose commits do not wait for the disk (SQLite's; the
+        store's PostgreSQL connections set that themselves)."""
         return cls(create_database_engine(url, durable=False), window)
 
     async def close(self) -> None:
@@ -272,7 +273,8 @@ class DatabaseIdempotencyStore:
         return await self._run(lambda cursor: self._write(cursor, operations), self._loop_connection)
 
     async def _write(self, cursor: Any, operations: Sequence[_Operation]) -> list[list[Known | None]]:
-        """One transaction: the settlements, merged, then every reservation, in order."""
+        """One group commit (on SQLite one transaction): the settlements, merged, then every
+        reservation, in order."""
         completed: dict[str, StoredResult] = {}
         released: set[str] = set()
         groups: list[KeyGroup] = []
