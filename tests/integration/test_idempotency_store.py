@@ -370,3 +370,14 @@ async def test_the_database_store_purges_expired_keys(database_store: DatabaseSt
     await live.reserve([_group("new")])
     assert await live.purge_expired() == 2
     assert await live.reserve([_group("new", answer="again")]) == [(0, {"event_id": "first-new"})]
+
+
+async def test_a_purge_on_postgresql_waits_for_no_group_commit(postgres_url: str) -> None:
+    """The purge (a delete that may take long) and the group commits have a connection each."""
+    async with _database_stores(postgres_url) as database_store:
+        store = database_store(timedelta(seconds=-1))
+        await store.reserve([_group("old")])
+        connection = store._loop_connection
+        assert connection is not None
+        async with connection.cursor():  # a group commit's turn, held
+            assert await asyncio.wait_for(store.purge_expired(), timeout=10) == 1
