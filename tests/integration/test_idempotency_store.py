@@ -146,8 +146,11 @@ async def _sent(store: DatabaseIdempotencyStore) -> AsyncIterator[list[str]]:
         with _sqlite_statements(store._engine, sent):
             yield sent
         return
-    async with connection.cursor() as cursor:  # opened now, so that it can be traced
-        pgconn = cursor.connection.pgconn
+    if connection._connection is None:  # opened now, so that it can be traced
+        async with connection.cursor():
+            pass
+    assert connection._connection is not None
+    pgconn = connection._connection.pgconn  # not through cursor(), which may check the connection
     with tempfile.TemporaryFile("w+") as log:
         pgconn.trace(log.fileno())
         pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
@@ -251,6 +254,8 @@ async def test_a_connection_is_checked_before_use_only_after_it_was_idle(
     monkeypatch.setattr(engine_module, "IDLE_BEFORE_PING", 0.5)
     async with _database_stores(postgres_url) as database_store:
         store = database_store()
+        for n in range(10):  # psycopg prepares a statement run often (one more round trip, once)
+            assert await store.reserve([_group(f"warm-{n}")]) == [None]
         async with _sent(store) as sent:
             for n in range(5):
                 assert await store.reserve([_group(f"busy-{n}")]) == [None]
@@ -258,7 +263,7 @@ async def test_a_connection_is_checked_before_use_only_after_it_was_idle(
         await asyncio.sleep(0.6)
         async with _sent(store) as sent:
             assert await store.reserve([_group("after-a-pause")]) == [None]
-        assert sent == ["statement"] * 2  # the check, then the insert
+        assert sent == ["SELECT", "statement"]  # the check, then the insert
 
 
 @asynccontextmanager
