@@ -15,8 +15,12 @@ from app.database.schema import Base
 # A pooled connection idle this long is checked (one round trip) before it is handed out: after a
 # database restart or a network drop it fails there, is replaced, and the caller never sees it. One
 # in steady use is not checked: a check before every use (SQLAlchemy's pool_pre_ping) doubled the
-# round trips of an idempotency reservation. Were the database restarted meanwhile, one write fails.
+# round trips of a small write. Were the database restarted meanwhile, one write fails. The event
+# loop's connections (app.database.loop_connection) follow the same rule.
 IDLE_BEFORE_PING = 1.0
+
+# PostgreSQL's connection option for commits that do not wait for the disk (`durable=False`).
+POSTGRES_NOT_WAITING_FOR_THE_DISK = "-c synchronous_commit=off"
 
 
 class DatabaseNotMigratedError(RuntimeError):
@@ -32,7 +36,7 @@ def create_database_engine(url: str, *, durable: bool = True) -> Engine:
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        options = {} if durable else {"connect_args": {"options": "-c synchronous_commit=off"}}
+        options = {} if durable else {"connect_args": {"options": POSTGRES_NOT_WAITING_FOR_THE_DISK}}
         engine = create_engine(url, pool_size=5, max_overflow=10, **options)
         _ping_idle_connections(engine)
         return engine

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 import orjson
 from sqlalchemy import Engine
 
-from app.database.engine import create_database_engine
+from app.database.engine import POSTGRES_NOT_WAITING_FOR_THE_DISK, create_database_engine
 from app.database.group_commit import GroupCommit
 from app.idempotency.store import KeyGroup, Known, StoredResult, assign_groups
 
@@ -49,9 +49,6 @@ CLASSIFY_ROUNDS = 5  # insert-or-read rounds before giving up on keys released a
 ROWS_PER_STATEMENT = 2000  # SQLite allows 32,766 parameters in one statement; three a row here
 
 Result = TypeVar("Result")
-
-# The PostgreSQL connection's setting (see the module's docstring; SQLite's is the engine's).
-NOT_WAITING_FOR_THE_DISK = "-c synchronous_commit=off"
 
 
 class _Statements(Protocol):
@@ -234,8 +231,9 @@ class DatabaseIdempotencyStore:
             from app.database.loop_connection import LoopConnection  # here: it loads psycopg
 
             self._sql = _PostgresStatements()
-            self._loop_connection = LoopConnection(engine, options=NOT_WAITING_FOR_THE_DISK)
-            self._purge_connection = LoopConnection(engine, options=NOT_WAITING_FOR_THE_DISK)
+            # Not the engine's options: a store may be given a durable engine (SQLite's is its own).
+            self._loop_connection = LoopConnection(engine, options=POSTGRES_NOT_WAITING_FOR_THE_DISK)
+            self._purge_connection = LoopConnection(engine, options=POSTGRES_NOT_WAITING_FOR_THE_DISK)
         else:
             raise ValueError(f"the database idempotency store supports SQLite and PostgreSQL, not {dialect}")
         self._commits: GroupCommit[_Operation, list[Known | None]] = GroupCommit(

@@ -8,7 +8,7 @@ import asyncio
 import psycopg
 import pytest
 
-from app.database.engine import create_database_engine
+from app.database.engine import POSTGRES_NOT_WAITING_FOR_THE_DISK, create_database_engine
 from app.database.loop_connection import LoopConnection
 
 pytestmark = pytest.mark.integration
@@ -49,7 +49,7 @@ async def test_a_statement_cancelled_midway_leaves_the_connection_unused_and_the
 
 async def test_a_failed_statement_keeps_a_healthy_connection(postgres_url: str) -> None:
     engine = create_database_engine(postgres_url)
-    connection = LoopConnection(engine, options="-c synchronous_commit=off")
+    connection = LoopConnection(engine, options=POSTGRES_NOT_WAITING_FOR_THE_DISK)
     try:
         first = await _backend_pid(connection)
         with pytest.raises(psycopg.errors.UndefinedTable):
