@@ -119,7 +119,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Middleware runs outside in: request id first (so every log line and answer has it), then the
     # request's trace span (with OTEL_EXPORTER_OTLP_ENDPOINT), the HTTP metrics (so refusals are
     # counted), load shedding (before any work is spent on an excess request), then authentication.
-    slots = IngestSlots(settings.max_concurrent_requests, runtime.registry)
+    slots = IngestSlots(
+        settings.max_concurrent_requests,
+        runtime.registry,
+        max_queued=settings.max_queued_requests,
+        queue_timeout=settings.request_queue_timeout.total_seconds(),
+    )
     http_metrics = HttpMetrics(runtime.registry, HTTP_LATENCY_BUCKETS)
     app.add_middleware(
         AuthMiddleware,

@@ -10,12 +10,16 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from app.api.responses import JsonResponse
 from app.events.validation import describe_errors
 from app.observability.request_context import current_request_id
 
 logger = logging.getLogger(__name__)
+
+CLIENT_CLOSED_REQUEST = 499
 
 
 def error_response(
@@ -68,6 +72,14 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.headers:
             response.headers.update(exc.headers)
         return response
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_left(request: Request, exc: ClientDisconnect) -> Response:
+        # The client closed the connection before its whole body arrived (a client that gave up
+        # waiting in the queue for a slot, say): nothing was taken and nobody hears an answer, so
+        # not a server error. 499 is nginx's "client closed request", for the HTTP metrics.
+        logger.info("client left before sending its whole request", extra={"path": request.url.path})
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JsonResponse:

@@ -3,13 +3,14 @@
 Through the full stack, a single event passed three of FastAPI's middlewares, the service's four
 (request id, HTTP metrics, load shedding, authentication), Starlette's exception middleware and
 router, and FastAPI's request handling: a fifth of the instructions a single event costs in the
-worker's main thread, for layers that each do a few lookups on this path. `FastIngestPath` does what those layers do for the
-ordinary request (an authorised key, a plain JSON body within the limit, a valid event, room in
-the worker, tracing off) with the same code: the same request id and metrics, the same slots
-against MAX_CONCURRENT_REQUESTS, the same key lookup, body parser, model, rate limit, ingest call
-and answers. Every other request goes to the full stack untouched (with the body read so far
-handed on), so each refusal (401, 403, 413, 415, 422, 503 overloaded, ...) is answered by the code
-that always answered it, and the OpenAPI schema still describes these routes.
+worker's main thread, for layers that each do a few lookups on this path. `FastIngestPath` does
+what those layers do for the ordinary request (an authorised key, a plain JSON body within the
+limit, a valid event, a free slot in the worker, tracing off) with the same code: the same request
+id and metrics, the same slots against MAX_CONCURRENT_REQUESTS, the same key lookup, body parser,
+model, rate limit, ingest call and answers. Every other request goes to the full stack untouched
+(with the body read so far handed on), so each refusal (401, 403, 413, 415, 422, 503 overloaded,
+...) is answered by the code that always answered it, a request that finds no slot free waits in
+the full stack's queue, and the OpenAPI schema still describes these routes.
 """
 
 from __future__ import annotations
@@ -106,26 +107,25 @@ class FastIngestPath:
             key is None
             or query not in _QUERIES
             or self.runtime.tracing.enabled  # the tracing middleware opens the request's span
-            or self.slots.full
             or not _plain_json(headers, self.max_bytes)
             or len(headers.get(b"idempotency-key", b"")) > MAX_IDEMPOTENCY_KEY_LENGTH
+            or not self.slots.take_now()  # last: it takes the slot (the full stack queues for one)
         ):
             return await self.full(scope, receive, send)
 
-        self.slots.in_progress += 1
         handed_on = False
         try:
             body, rest = await _read_body(receive, self.max_bytes)
             event = None if rest is not None else self._event(path, body, key)
             if event is None:
                 handed_on = True
-                self.slots.in_progress -= 1
+                self.slots.release()
                 rest = rest or [{"type": "http.request", "body": body, "more_body": False}]
                 return await self.full(scope, _replay(rest, receive), send)
             await self._ingest(scope, send, event, key, headers, _QUERIES[query], started)
         finally:
             if not handed_on:
-                self.slots.in_progress -= 1
+                self.slots.release()
 
     def _key(self, headers: dict[bytes, bytes]) -> ApiKey | None:
         """The caller's key when it may ingest (ANONYMOUS with authentication off); else None."""

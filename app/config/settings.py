@@ -99,9 +99,13 @@ class Settings(BaseSettings):
     # (Kafka's broker.session.timeout.ms, 9 s by default). 0 switches it off.
     kafka_fault_ack_deadline: Duration = timedelta(seconds=1)
     max_in_flight_records: Annotated[int, Field(ge=1, le=10_000_000)] = 50_000
-    # Ingest requests one worker serves at once; more are answered 503 `overloaded` before their
-    # body is read (0: no limit). Far above what a worker needs at full speed (tens).
+    # Ingest requests one worker serves at once (0: no limit). Far above what a worker needs at
+    # full speed (tens).
     max_concurrent_requests: Annotated[int, Field(ge=0, le=1_000_000)] = 256
+    # Past that, up to MAX_QUEUED_REQUESTS wait (bodies unread) for up to REQUEST_QUEUE_TIMEOUT,
+    # first come first served, before 503 `overloaded` (0 or 0s: refuse at once).
+    max_queued_requests: Annotated[int, Field(ge=0, le=1_000_000)] = 512
+    request_queue_timeout: Duration = timedelta(seconds=1)
     # Extra librdkafka properties: KAFKA_PRODUCER_CONFIG__SOCKET_KEEPALIVE_ENABLE=true becomes
     # socket.keepalive.enable=true. Their values are never shown (they may hold secrets).
     kafka_producer_config: dict[str, str] = Field(default_factory=dict)

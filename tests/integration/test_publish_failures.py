@@ -6,12 +6,14 @@ Each test that pauses or kills a broker uses one of its own (the `dev_broker` fi
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 
 import httpx
 import orjson
 import pytest
+from starlette.types import Message
 
 from app.factory import create_app
 from tests.conftest import SettingsFactory, activity_event, running
@@ -185,7 +187,7 @@ async def test_in_flight_bound_refuses_with_429_instead_of_buffering(make_settin
 async def test_requests_past_the_concurrency_limit_are_shed_before_their_body_is_read(
     make_settings: SettingsFactory,
 ) -> None:
-    settings = make_settings(max_concurrent_requests=2)
+    settings = make_settings(max_concurrent_requests=2, max_queued_requests=0)
     body_sent = asyncio.Event()
     finish = asyncio.Event()
 
@@ -218,3 +220,105 @@ async def test_requests_past_the_concurrency_limit_are_shed_before_their_body_is
     assert [response.status_code for response in finished] == [202, 202]
     assert after.status_code == 202  # the slots are free again
     assert "event_ingest_requests_shed_total 1.0" in text
+
+
+async def test_requests_past_the_concurrency_limit_wait_in_turn_and_past_the_queue_are_shed(
+    make_settings: SettingsFactory,
+) -> None:
+    settings = make_settings(max_concurrent_requests=1, max_queued_requests=2, request_queue_timeout="10s")
+    body_sent = asyncio.Event()
+    finish = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        body_sent.set()
+        await finish.wait()
+        yield orjson.dumps(activity_event(user_id="slow"))
+
+    async with running(create_app(settings)) as client:
+        headers = {"Content-Type": "application/json"}
+        slow = asyncio.create_task(client.post("/v1/events/activities", content=slow_body(), headers=headers))
+        await asyncio.wait_for(body_sent.wait(), 5)
+        await asyncio.sleep(0.1)  # the slow request holds the only slot
+        waiting = [
+            asyncio.create_task(client.post("/v1/events/batch", json={"events": [batch_item]}))
+            for batch_item in (
+                {"event_type": "activity", **activity_event(user_id="first")},
+                {"event_type": "activity", **activity_event(user_id="second")},
+            )
+        ]
+        await asyncio.sleep(0.2)  # both wait for the slot
+        shed = await client.post("/v1/events/activities", json=activity_event(user_id="shed"))
+        assert not any(task.done() for task in waiting)
+        finish.set()
+        done = await asyncio.wait_for(asyncio.gather(slow, *waiting), 10)
+        text = (await client.get("/metrics/prometheus")).text
+
+    assert shed.status_code == 503
+    assert shed.json()["code"] == "overloaded"
+    assert [response.status_code for response in done] == [202, 202, 202]
+    assert [response.json()["results"][0]["status"] for response in done[1:]] == ["accepted"] * 2
+    assert "event_ingest_requests_queued_total 2.0" in text
+    assert "event_ingest_requests_shed_total 1.0" in text
+
+
+async def test_a_request_that_waits_past_the_queue_timeout_is_shed(make_settings: SettingsFactory) -> None:
+    settings = make_settings(max_concurrent_requests=1, max_queued_requests=5, request_queue_timeout="300ms")
+    finish = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        await finish.wait()
+        yield orjson.dumps(activity_event(user_id="slow"))
+
+    async with running(create_app(settings)) as client:
+        headers = {"Content-Type": "application/json"}
+        slow = asyncio.create_task(client.post("/v1/events/activities", content=slow_body(), headers=headers))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        shed = await client.post("/v1/events/activities", json=activity_event(user_id="late"))
+        waited = time.monotonic() - started
+        finish.set()
+        assert (await asyncio.wait_for(slow, 10)).status_code == 202
+
+    assert shed.status_code == 503
+    assert shed.json()["code"] == "overloaded"
+    assert shed.headers["Retry-After"] == "1"
+    assert waited >= 0.3
+
+
+@pytest.mark.parametrize("path", ["/v1/events/activities", "/v1/events/batch"])
+async def test_a_client_that_leaves_before_its_body_arrives_is_no_server_error(
+    make_settings: SettingsFactory, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    # Clients that give up while their request waits for a slot leave like this, in numbers.
+    app = create_app(make_settings())
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"300")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8080),
+    }
+    async with running(app) as client:
+        with caplog.at_level(logging.INFO):
+            await app(scope, receive, send)
+        text = (await client.get("/metrics/prometheus")).text
+
+    assert sent[0]["status"] == 499
+    assert "unhandled error" not in caplog.text
+    assert "client left before sending its whole request" in caplog.text
+    assert f'http_requests_total{{handler="{path}",method="POST",status="4xx"}} 1.0' in text
