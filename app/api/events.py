@@ -57,8 +57,9 @@ SINGLE_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     503: {
         "model": ErrorBody,
-        "description": "Neither Kafka nor the spool can take it, shutting down, or `overloaded` (more "
-        "than MAX_CONCURRENT_REQUESTS requests in progress); retry after `Retry-After`.",
+        "description": "Neither Kafka nor the spool can take it, shutting down, or `overloaded` "
+        "(MAX_CONCURRENT_REQUESTS requests in progress and MAX_QUEUED_REQUESTS waiting, or it "
+        "waited REQUEST_QUEUE_TIMEOUT in vain); retry after `Retry-After`.",
     },
 }
 
@@ -188,8 +189,9 @@ def events_router(settings: Settings) -> APIRouter:
             429: {"model": ErrorBody, "description": "Rate limit reached; retry after `Retry-After`."},
             503: {
                 "model": ErrorBody,
-                "description": "Shutting down, or `overloaded` (more than MAX_CONCURRENT_REQUESTS requests "
-                "in progress); retry after `Retry-After`.",
+                "description": "Shutting down, or `overloaded` (MAX_CONCURRENT_REQUESTS requests in "
+                "progress and MAX_QUEUED_REQUESTS waiting, or it waited REQUEST_QUEUE_TIMEOUT in vain); "
+                "retry after `Retry-After`.",
             },
         },
         openapi_extra={
