@@ -29,7 +29,7 @@ from app.api.errors import internal_error
 from app.api.events import answer_single, refusal
 from app.api.ingest_options import ACK_LEVELS, MAX_IDEMPOTENCY_KEY_LENGTH
 from app.api.json_body import parse_json
-from app.api.load_shedding import IngestSlots
+from app.api.load_shedding import SLOT_HELD, IngestSlots
 from app.api.request_body import is_json_media_type
 from app.api.request_id import HEADER as REQUEST_ID_HEADER
 from app.api.request_id import client_ids
@@ -113,19 +113,18 @@ class FastIngestPath:
         ):
             return await self.full(scope, receive, send)
 
-        handed_on = False
         try:
             body, rest = await _read_body(receive, self.max_bytes)
             event = None if rest is not None else self._event(path, body, key)
             if event is None:
-                handed_on = True
-                self.slots.release()
+                # Answered by the full stack, in this slot: with its body read, the request must
+                # not wait in the queue for another.
+                scope[SLOT_HELD] = True
                 rest = rest or [{"type": "http.request", "body": body, "more_body": False}]
                 return await self.full(scope, _replay(rest, receive), send)
             await self._ingest(scope, send, event, key, headers, _QUERIES[query], started)
         finally:
-            if not handed_on:
-                self.slots.release()
+            self.slots.release()
 
     def _key(self, headers: dict[bytes, bytes]) -> ApiKey | None:
         """The caller's key when it may ingest (ANONYMOUS with authentication off); else None."""

@@ -25,6 +25,9 @@ from app.api.errors import error_response
 
 INGEST_PREFIX = "/v1/events"
 RETRY_AFTER_SECONDS = 1
+# Set in a request's ASGI scope by the single-event fast path when it hands a request it holds a
+# slot for on to the full stack: the middleware then lets it through without taking another.
+SLOT_HELD = "event_ingest.slot_held"
 
 
 class IngestSlots:
@@ -125,7 +128,12 @@ class LoadSheddingMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         slots = self.slots
-        if not slots.limit or scope["type"] != "http" or not scope["path"].startswith(INGEST_PREFIX):
+        if (
+            not slots.limit
+            or scope["type"] != "http"
+            or not scope["path"].startswith(INGEST_PREFIX)
+            or scope.get(SLOT_HELD)
+        ):
             await self.app(scope, receive, send)
             return
         if not await slots.take():

@@ -261,6 +261,43 @@ async def test_requests_past_the_concurrency_limit_wait_in_turn_and_past_the_que
     assert "event_ingest_requests_shed_total 1.0" in text
 
 
+async def test_a_request_the_fast_path_hands_on_keeps_its_slot_rather_than_queue_again(
+    make_settings: SettingsFactory,
+) -> None:
+    # Its body is read already: queueing it behind the others would hold that body for nothing.
+    settings = make_settings(max_concurrent_requests=2, max_queued_requests=5, request_queue_timeout="10s")
+    gates = {name: asyncio.Event() for name in ("valid", "invalid", "queued")}
+
+    def body(name: str, content: bytes) -> AsyncIterator[bytes]:
+        async def chunks() -> AsyncIterator[bytes]:
+            await gates[name].wait()
+            yield content
+
+        return chunks()
+
+    async with running(create_app(settings)) as client:
+        headers = {"Content-Type": "application/json"}
+        valid_event = orjson.dumps(activity_event(user_id="valid"))
+        batch = orjson.dumps({"events": [{"event_type": "activity", **activity_event(user_id="queued")}]})
+
+        def post(path: str, name: str, content: bytes) -> asyncio.Task[httpx.Response]:
+            return asyncio.create_task(client.post(path, content=body(name, content), headers=headers))
+
+        valid = post("/v1/events/activities", "valid", valid_event)  # holds a slot
+        invalid = post("/v1/events/activities", "invalid", b'{"user_id": "no event"}')  # the other
+        await asyncio.sleep(0.2)
+        queued = post("/v1/events/batch", "queued", batch)  # waits for a slot
+        await asyncio.sleep(0.2)
+        gates["invalid"].set()
+        refused = await asyncio.wait_for(invalid, 5)  # not behind the queued request
+        gates["queued"].set()
+        gates["valid"].set()
+        others = await asyncio.wait_for(asyncio.gather(valid, queued), 10)
+
+    assert refused.status_code == 422
+    assert [response.status_code for response in others] == [202, 202]
+
+
 async def test_a_request_that_waits_past_the_queue_timeout_is_shed(make_settings: SettingsFactory) -> None:
     settings = make_settings(max_concurrent_requests=1, max_queued_requests=5, request_queue_timeout="300ms")
     finish = asyncio.Event()
