@@ -10,7 +10,7 @@ first come first served, for up to REQUEST_QUEUE_TIMEOUT; the rest are refused w
 Why a queue rather than refusing at once: a waiting request costs a timer and its unread body
 (the server stops reading a connection past a small buffer), while a refusal costs a whole request
 cycle, and clients that ignore `Retry-After` send the next at once: refusals then crowd out the
-requests admitted (measured: a third of the goodput of no limit at all). Per worker process.
+requests admitted (README, Performance: the overload run). Per worker process.
 """
 
 from __future__ import annotations
@@ -139,7 +139,8 @@ class LoadSheddingMiddleware:
         if not await slots.take():
             response = error_response(
                 503,
-                f"more than {slots.limit} requests in progress; retry after the Retry-After seconds",
+                f"{slots.limit} requests in progress and no slot free in time; "
+                "retry after the Retry-After seconds",
                 "overloaded",
                 retriable=True,
                 retry_after=RETRY_AFTER_SECONDS,
