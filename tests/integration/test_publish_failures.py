@@ -184,23 +184,46 @@ async def test_in_flight_bound_refuses_with_429_instead_of_buffering(make_settin
     assert single.status_code == 202
 
 
+async def _gated_body(
+    gate: asyncio.Event, content: bytes, sent: asyncio.Event | None = None
+) -> AsyncIterator[bytes]:
+    """A request body that arrives when the test opens `gate`: its request stays in progress (or
+    waits for a slot) until then. `sent` is set once the server has started reading it."""
+    if sent is not None:
+        sent.set()
+    await gate.wait()
+    yield content
+
+
+async def _holding_a_slot(client: httpx.AsyncClient, finish: asyncio.Event) -> asyncio.Task[httpx.Response]:
+    """A single event whose request holds a slot, in progress until `finish` is set."""
+    body_sent = asyncio.Event()
+    body = _gated_body(finish, orjson.dumps(activity_event(user_id="slow")), body_sent)
+    headers = {"Content-Type": "application/json"}
+    slow = asyncio.create_task(client.post("/v1/events/activities", content=body, headers=headers))
+    await asyncio.wait_for(body_sent.wait(), 5)
+    await asyncio.sleep(0.1)  # inside the app
+    return slow
+
+
 async def test_requests_past_the_concurrency_limit_are_shed_before_their_body_is_read(
     make_settings: SettingsFactory,
 ) -> None:
     settings = make_settings(max_concurrent_requests=2, max_queued_requests=0)
     body_sent = asyncio.Event()
     finish = asyncio.Event()
-
-    async def slow_body() -> AsyncIterator[bytes]:
-        # A request that stays in progress until the test lets it finish its body.
-        body_sent.set()
-        await finish.wait()
-        yield orjson.dumps(activity_event(user_id="slow"))
+    slow_event = orjson.dumps(activity_event(user_id="slow"))
 
     async with running(create_app(settings)) as client:
         headers = {"Content-Type": "application/json"}
         slow = [
-            asyncio.create_task(client.post("/v1/events/activities", content=slow_body(), headers=headers))
+            asyncio.create_task(
+                client.post(
+                    "/v1/events/activities",
+                    content=_gated_body(finish, slow_event, body_sent),
+                    headers=headers,
+                )
+            )
             for _ in range(2)
         ]
         await asyncio.wait_for(body_sent.wait(), 5)
@@ -226,19 +249,10 @@ async def test_requests_past_the_concurrency_limit_wait_in_turn_and_past_the_que
     make_settings: SettingsFactory,
 ) -> None:
     settings = make_settings(max_concurrent_requests=1, max_queued_requests=2, request_queue_timeout="10s")
-    body_sent = asyncio.Event()
     finish = asyncio.Event()
 
-    async def slow_body() -> AsyncIterator[bytes]:
-        body_sent.set()
-        await finish.wait()
-        yield orjson.dumps(activity_event(user_id="slow"))
-
     async with running(create_app(settings)) as client:
-        headers = {"Content-Type": "application/json"}
-        slow = asyncio.create_task(client.post("/v1/events/activities", content=slow_body(), headers=headers))
-        await asyncio.wait_for(body_sent.wait(), 5)
-        await asyncio.sleep(0.1)  # the slow request holds the only slot
+        slow = await _holding_a_slot(client, finish)
         waiting = [
             asyncio.create_task(client.post("/v1/events/batch", json={"events": [batch_item]}))
             for batch_item in (
@@ -268,20 +282,15 @@ async def test_a_request_the_fast_path_hands_on_keeps_its_slot_rather_than_queue
     settings = make_settings(max_concurrent_requests=2, max_queued_requests=5, request_queue_timeout="10s")
     gates = {name: asyncio.Event() for name in ("valid", "invalid", "queued")}
 
-    def body(name: str, content: bytes) -> AsyncIterator[bytes]:
-        async def chunks() -> AsyncIterator[bytes]:
-            await gates[name].wait()
-            yield content
-
-        return chunks()
-
     async with running(create_app(settings)) as client:
         headers = {"Content-Type": "application/json"}
         valid_event = orjson.dumps(activity_event(user_id="valid"))
         batch = orjson.dumps({"events": [{"event_type": "activity", **activity_event(user_id="queued")}]})
 
         def post(path: str, name: str, content: bytes) -> asyncio.Task[httpx.Response]:
-            return asyncio.create_task(client.post(path, content=body(name, content), headers=headers))
+            return asyncio.create_task(
+                client.post(path, content=_gated_body(gates[name], content), headers=headers)
+            )
 
         valid = post("/v1/events/activities", "valid", valid_event)  # holds a slot
         invalid = post("/v1/events/activities", "invalid", b'{"user_id": "no event"}')  # the other
@@ -302,14 +311,8 @@ async def test_a_request_that_waits_past_the_queue_timeout_is_shed(make_settings
     settings = make_settings(max_concurrent_requests=1, max_queued_requests=5, request_queue_timeout="300ms")
     finish = asyncio.Event()
 
-    async def slow_body() -> AsyncIterator[bytes]:
-        await finish.wait()
-        yield orjson.dumps(activity_event(user_id="slow"))
-
     async with running(create_app(settings)) as client:
-        headers = {"Content-Type": "application/json"}
-        slow = asyncio.create_task(client.post("/v1/events/activities", content=slow_body(), headers=headers))
-        await asyncio.sleep(0.2)
+        slow = await _holding_a_slot(client, finish)
         started = time.monotonic()
         shed = await client.post("/v1/events/activities", json=activity_event(user_id="late"))
         waited = time.monotonic() - started
