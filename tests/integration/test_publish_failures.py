@@ -210,24 +210,10 @@ async def test_requests_past_the_concurrency_limit_are_shed_before_their_body_is
     make_settings: SettingsFactory,
 ) -> None:
     settings = make_settings(max_concurrent_requests=2, max_queued_requests=0)
-    body_sent = asyncio.Event()
     finish = asyncio.Event()
-    slow_event = orjson.dumps(activity_event(user_id="slow"))
 
     async with running(create_app(settings)) as client:
-        headers = {"Content-Type": "application/json"}
-        slow = [
-            asyncio.create_task(
-                client.post(
-                    "/v1/events/activities",
-                    content=_gated_body(finish, slow_event, body_sent),
-                    headers=headers,
-                )
-            )
-            for _ in range(2)
-        ]
-        await asyncio.wait_for(body_sent.wait(), 5)
-        await asyncio.sleep(0.1)  # both slow requests are inside the app
+        slow = [await _holding_a_slot(client, finish) for _ in range(2)]
         shed = await client.post("/v1/events/activities", json=activity_event(user_id="shed"))
         operations = await client.get("/healthz")  # only ingest routes are limited
         finish.set()
