@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.errors import error_response
@@ -64,6 +64,13 @@ class IngestSlots:
             "Ingest requests that waited for a slot because MAX_CONCURRENT_REQUESTS were in progress.",
             registry=registry,
         )
+        # Moved only when requests wait (under overload), so the ordinary request pays nothing.
+        self.waiting = Gauge(
+            "event_ingest_requests_waiting",
+            "Ingest requests waiting for a slot now (summed over workers).",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
 
     @property
     def full(self) -> bool:
@@ -88,6 +95,7 @@ class IngestSlots:
         self._turns.append(turn)
         self.queued += 1
         self.waited.inc()
+        self.waiting.inc()
         timer = loop.call_later(self.queue_timeout, self._expire, turn)
         try:
             given = await turn
@@ -97,6 +105,7 @@ class IngestSlots:
             raise
         finally:
             self.queued -= 1
+            self.waiting.dec()
             timer.cancel()
         if not given:
             self.shed.inc()

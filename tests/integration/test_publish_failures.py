@@ -249,6 +249,7 @@ async def test_requests_past_the_concurrency_limit_wait_in_turn_and_past_the_que
         await asyncio.sleep(0.2)  # both wait for the slot
         shed = await client.post("/v1/events/activities", json=activity_event(user_id="shed"))
         assert not any(task.done() for task in waiting)
+        while_waiting = (await client.get("/metrics/prometheus")).text
         finish.set()
         done = await asyncio.wait_for(asyncio.gather(slow, *waiting), 10)
         text = (await client.get("/metrics/prometheus")).text
@@ -257,7 +258,9 @@ async def test_requests_past_the_concurrency_limit_wait_in_turn_and_past_the_que
     assert shed.json()["code"] == "overloaded"
     assert [response.status_code for response in done] == [202, 202, 202]
     assert [response.json()["results"][0]["status"] for response in done[1:]] == ["accepted"] * 2
+    assert "event_ingest_requests_waiting 2.0" in while_waiting
     assert "event_ingest_requests_queued_total 2.0" in text
+    assert "event_ingest_requests_waiting 0.0" in text
     assert "event_ingest_requests_shed_total 1.0" in text
 
 

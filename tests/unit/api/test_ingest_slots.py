@@ -28,6 +28,7 @@ async def test_a_freed_slot_goes_to_the_longest_waiting_request_not_to_a_newcome
     first = await _started(slots.take())
     second = await _started(slots.take())
     assert slots.queued == 2
+    assert slots.waiting._value.get() == 2
     assert not first.done()
 
     slots.release()
@@ -41,6 +42,7 @@ async def test_a_freed_slot_goes_to_the_longest_waiting_request_not_to_a_newcome
     assert slots.in_progress == 0
     assert slots.queued == 0
     assert slots.waited._value.get() == 2
+    assert slots.waiting._value.get() == 0
 
 
 async def test_past_the_queue_a_request_is_refused_at_once() -> None:
