@@ -10,16 +10,23 @@ figures are the medians over the rounds of one run (the machine is noisy: only f
 compare). Then a soak: the embedded defaults (one worker) at the maximum batch rate for several
 minutes, RSS sampled. Prints the targets with their ratios, and writes JSON and a PNG plot to
 bench/results/. Everything runs on 127.0.0.1, bounded in time, every process stopped by PID.
+
+The broker is the development broker (Tansu, memory only) unless `--broker kafka`: Apache Kafka from
+Maven Central (the tests' launcher), one node or, with `--kafka-nodes 3`, the three-node cluster
+with the replication production runs (topics of replication factor 3, min.insync.replicas=2), on the
+same two cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +41,8 @@ from app.database import migrations  # noqa: E402
 from app.devbroker import DevBroker, free_port  # noqa: E402
 from bench.postgres import ingest_database  # noqa: E402
 from bench.run import PYTHON, Result, _measure, _process, _rss_mb, _service_env, _wrk  # noqa: E402
+from tests.services.apache_kafka import KafkaCluster  # noqa: E402
+from tests.services.brokers import Broker  # noqa: E402
 
 WORKERS = 2
 BATCH_EVENTS_TARGET = 100_000.0
@@ -90,10 +99,42 @@ def _sweep(
     return points
 
 
+@contextlib.contextmanager
+def started_broker(options: argparse.Namespace, directory: Path) -> Iterator[Broker]:
+    """The broker `--broker` names, started in `directory` and stopped afterwards."""
+    broker: Broker
+    if options.broker == "kafka":
+        broker = KafkaCluster(directory, size=options.kafka_nodes)
+    else:
+        broker = DevBroker(free_port(), log_path=directory / "broker.log")
+    directory.mkdir(parents=True, exist_ok=True)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def broker_settings(options: argparse.Namespace) -> dict[str, str]:
+    """What the service is told of the broker beyond its address: on three nodes, the replication
+    production runs (each record acknowledged by two of the three replicas)."""
+    if options.broker == "kafka" and options.kafka_nodes >= 3:
+        return {"KAFKA_TOPIC_REPLICATION_FACTOR": "3"}
+    return {}
+
+
+def broker_name(options: argparse.Namespace) -> str:
+    if options.broker == "dev":
+        return "development broker"
+    if options.kafka_nodes == 1:
+        return "Apache Kafka, 1 node"
+    return f"Apache Kafka, {options.kafka_nodes} nodes (broker cores: node 1's)"
+
+
 def measure_rounds(options: argparse.Namespace, workdir: Path, shipped_database: str) -> list[Point]:
     points: list[Point] = []
     modes = {"single": options.single_connections, "batch": options.batch_connections}
-    with DevBroker(free_port(), log_path=workdir / "broker.log") as broker:
+    with started_broker(options, workdir / "broker") as broker:
         options.broker_pid = broker.pid
         for round_number in range(options.rounds):
             for config in options.configs:
@@ -108,11 +149,11 @@ def measure_rounds(options: argparse.Namespace, workdir: Path, shipped_database:
                         )
                     continue
                 if config == "shipped":
-                    database, settings = shipped_database, SHIPPED
+                    database, settings = shipped_database, {**broker_settings(options), **SHIPPED}
                 else:  # the defaults, or a variant of them
                     database = f"sqlite:///{workdir / f'{config}-{round_number}.db'}"
                     migrations.upgrade(database)
-                    settings = options.variants.get(config, {})
+                    settings = {**broker_settings(options), **options.variants.get(config, {})}
                 port = free_port()
                 env = _service_env(broker.bootstrap, database, port, WORKERS, **settings)
                 env["DATA_DIR"] = str(workdir / f"data-{config}-{round_number}")
@@ -128,11 +169,11 @@ def soak(options: argparse.Namespace, workdir: Path) -> list[tuple[float, float,
     """(seconds, mean RSS per worker in MB, events/s of the last step) over `options.soak` seconds
     of batches at the maximum rate, the embedded defaults (one worker, memory idempotency store)."""
     samples: list[tuple[float, float, float]] = []
-    with DevBroker(free_port(), log_path=workdir / "soak-broker.log") as broker:
+    with started_broker(options, workdir / "soak-broker") as broker:
         database = f"sqlite:///{workdir / 'soak.db'}"
         migrations.upgrade(database)
         port = free_port()
-        env = _service_env(broker.bootstrap, database, port, 1)
+        env = _service_env(broker.bootstrap, database, port, 1, **broker_settings(options))
         env["DATA_DIR"] = str(workdir / "data-soak")
         with _process([PYTHON, "-m", "app"], env, port, workdir / "service-soak.log") as pid:
             samples.append((0.0, _rss_mb(pid), 0.0))
@@ -208,8 +249,8 @@ def print_report(
     table: dict[Key, dict[str, float]], rows: list[tuple[str, str, str, bool]], options: argparse.Namespace
 ) -> None:
     print(
-        f"WORKERS={WORKERS}, medians of {options.rounds} rounds of {options.duration:g} s after "
-        f"{options.warmup:g} s of warm-up (min-max of events/s in brackets)"
+        f"WORKERS={WORKERS}, {broker_name(options)}, medians of {options.rounds} rounds of "
+        f"{options.duration:g} s after {options.warmup:g} s of warm-up (min-max of events/s in brackets)"
     )
     header = f"{'configuration':10} {'mode':6} {'conns':>5} {'events/s':>22} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'broker cores':>12}"
     print(header)
@@ -275,7 +316,8 @@ def plot(
             axis.legend(fontsize="small")
         axis.grid(alpha=0.3)
     figure.suptitle(
-        f"event-ingest, WORKERS={WORKERS}, medians of {options.rounds} rounds ({datetime.now(UTC):%Y-%m-%d})"
+        f"event-ingest, WORKERS={WORKERS}, {broker_name(options)}, medians of {options.rounds} rounds "
+        f"({datetime.now(UTC):%Y-%m-%d})"
     )
     figure.tight_layout()
     figure.savefig(path, dpi=90)
@@ -312,6 +354,10 @@ def main() -> None:
         metavar="NAME:SETTING=VALUE,...",
         help="the defaults with other settings, measured as one more configuration (repeatable)",
     )
+    parser.add_argument("--broker", choices=["dev", "kafka"], default="dev",
+                        help="dev: the development broker (Tansu); kafka: Apache Kafka")  # fmt: skip
+    parser.add_argument("--kafka-nodes", type=int, choices=[1, 3], default=1,
+                        help="with --broker kafka: one node, or three with replication factor 3")  # fmt: skip
     options = parser.parse_args()
     options.variants = dict(options.variant)
     options.configs += [name for name in options.variants if name not in options.configs]
