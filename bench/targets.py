@@ -159,7 +159,8 @@ def measure_rounds(options: argparse.Namespace, workdir: Path, shipped_database:
                 env["DATA_DIR"] = str(workdir / f"data-{config}-{round_number}")
                 with _process([PYTHON, "-m", "app"], env, port, workdir / f"service-{config}.log") as pid:
                     # The development broker acknowledges slowly for its first seconds after topics
-                    # are created, and a fresh process warms up: not measured.
+                    # are created, Apache Kafka's JVMs compile their hot paths, and a fresh process
+                    # warms up: not measured.
                     _wrk(port, "/v1/events/attempts", "single", 1, options.settle, 4, 0, workdir)
                     points += _sweep(config, round_number, pid, port, options, workdir, modes)
     return points
@@ -338,7 +339,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", 3)))
     parser.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_DURATION", 6)))
     parser.add_argument("--warmup", type=float, default=float(os.environ.get("BENCH_WARMUP", 2)))
-    parser.add_argument("--settle", type=float, default=float(os.environ.get("BENCH_SETTLE", 8)))
+    parser.add_argument("--settle", type=float, default=None,
+                        help="seconds of light load before each configuration's first point "
+                        "(default 8; 30 with --broker kafka, whose JVMs compile as they warm up)")  # fmt: skip
     parser.add_argument("--single-connections", type=_counts, default=_counts("8,32,128,256"))
     parser.add_argument("--batch-connections", type=_counts, default=_counts("8,32,128"))
     parser.add_argument(
@@ -359,6 +362,8 @@ def main() -> None:
     parser.add_argument("--kafka-nodes", type=int, choices=[1, 3], default=1,
                         help="with --broker kafka: one node, or three with replication factor 3")  # fmt: skip
     options = parser.parse_args()
+    if options.settle is None:
+        options.settle = float(os.environ.get("BENCH_SETTLE", 30 if options.broker == "kafka" else 8))
     options.variants = dict(options.variant)
     options.configs += [name for name in options.variants if name not in options.configs]
     stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
