@@ -108,8 +108,8 @@ def started_broker(options: argparse.Namespace, directory: Path) -> Iterator[Bro
     else:
         broker = DevBroker(free_port(), log_path=directory / "broker.log")
     directory.mkdir(parents=True, exist_ok=True)
-    broker.start()
     try:
+        broker.start()  # inside: nodes started before one fails to come up are stopped too
         yield broker
     finally:
         broker.stop()
@@ -117,7 +117,8 @@ def started_broker(options: argparse.Namespace, directory: Path) -> Iterator[Bro
 
 def broker_settings(options: argparse.Namespace) -> dict[str, str]:
     """What the service is told of the broker beyond its address: on three nodes, the replication
-    production runs (each record acknowledged by two of the three replicas)."""
+    production runs (with acks=all a record is acknowledged once every in-sync replica has it, and
+    the brokers' min.insync.replicas=2 refuses it with fewer than two)."""
     if options.broker == "kafka" and options.kafka_nodes >= 3:
         return {"KAFKA_TOPIC_REPLICATION_FACTOR": "3"}
     return {}
