@@ -144,7 +144,7 @@ bench-outage: install postgres
 	$(NEED_WRK)
 	$(PY) bench/outage.py $(BENCH_OUTAGE_ARGS)
 
-## profile: where one worker's CPU goes under load, from py-spy samples (MODE=single|batch, PROFILE_ARGS="--gil --shipped")
+## profile: where one worker's CPU goes under load, from py-spy samples (MODE=single|batch, PROFILE_ARGS="--gil --shipped --workers 2")
 profile: install
 	$(NEED_WRK)
 	$(PY) bench/profile.py $${MODE:-batch} $(PROFILE_ARGS)

@@ -4,7 +4,8 @@ Starts a development broker and the service (one worker), drives one scenario wi
 py-spy samples the worker, then prints the functions with the most samples, inclusive and self,
 and writes the collapsed stacks (for flame graphs) under bench/results/. `--shipped`: the settings
 docker-compose.yml and the Kubernetes ConfigMap ship (`IDEMPOTENCY_STORE=database`, spool and keys
-on a PostgreSQL started here), as `bench/targets.py` measures them.
+on a PostgreSQL started here), as `bench/targets.py` measures them. `--workers 2`: two workers, as
+the targets run them (and with them the host idempotency store by default); the first is sampled.
 """
 
 from __future__ import annotations
@@ -64,6 +65,16 @@ def _thread_cpu(pid: int) -> dict[str, float]:
     return dict(seconds)
 
 
+def _first_worker(supervisor: int) -> int:
+    """The lowest pid among the supervisor's worker processes (with WORKERS > 1 it serves none);
+    multiprocessing's resource tracker, also its child, is not one."""
+    children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    workers = [
+        int(child) for child in children if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+    ]
+    return min(workers)
+
+
 @contextmanager
 def _database(workdir: Path, shipped: bool) -> Iterator[str]:
     """The service's database: PostgreSQL for the shipped settings, else SQLite in `workdir`."""
@@ -89,6 +100,7 @@ def main() -> None:
         help="sample only the thread holding the GIL (Python CPU; without it, threads waiting in C count too)",
     )
     parser.add_argument("--shipped", action="store_true", help="the shipped settings, on PostgreSQL")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes; the first is sampled")
     options = parser.parse_args()
     path = "/v1/events/attempts" if options.mode == "single" else "/v1/events/batch"
     batch = 1 if options.mode == "single" else 100
@@ -100,9 +112,11 @@ def main() -> None:
     ):
         workdir = Path(tmp)
         port = free_port()
-        env = _service_env(broker.bootstrap, database, port, 1, **(SHIPPED if options.shipped else {}))
-        with _process([PYTHON, "-m", "app"], env, port, workdir / "service.log") as pid:
+        settings = SHIPPED if options.shipped else {}
+        env = _service_env(broker.bootstrap, database, port, options.workers, **settings)
+        with _process([PYTHON, "-m", "app"], env, port, workdir / "service.log") as service:
             _wrk(port, path, options.mode, batch, 2, options.connections, 0, workdir)  # warm-up
+            pid = service if options.workers == 1 else _first_worker(service)
             spy = subprocess.Popen(
                 [str(Path(PYTHON).parent / "py-spy"), "record", "--pid", str(pid), "--format", "raw",
                  "--rate", str(options.rate), "--duration", str(round(options.duration)), "--output", str(out),
@@ -114,7 +128,8 @@ def main() -> None:
             threads_after = _thread_cpu(pid)
             spy.wait(timeout=options.duration + 30)
     seconds = result["duration_us"] / 1e6
-    print(f"{options.mode}: {result['requests'] / seconds * batch:.0f} events/s under py-spy")
+    print(f"{options.mode}: {result['requests'] / seconds * batch:.0f} events/s under py-spy"
+          f"{f' ({options.workers} workers, one sampled)' if options.workers > 1 else ''}")  # fmt: skip
     print("cores per thread:", {
         name: round((threads_after.get(name, 0) - before) / seconds, 2)
         for name, before in sorted(threads_before.items())
