@@ -1,6 +1,7 @@
 """`make profile`: where the service's CPU goes under load, from py-spy samples.
 
-Starts a development broker and the service (one worker), drives one scenario with wrk while
+Starts a development broker and the service (one worker unless `--workers`), drives one scenario
+with wrk while
 py-spy samples the worker, then prints the functions with the most samples, inclusive and self,
 and writes the collapsed stacks (for flame graphs) under bench/results/. `--shipped`: the settings
 docker-compose.yml and the Kubernetes ConfigMap ship (`IDEMPOTENCY_STORE=database`, spool and keys
