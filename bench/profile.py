@@ -2,10 +2,11 @@
 
 Starts a development broker and the service (one worker unless `--workers`), drives one scenario
 with wrk while py-spy samples the worker, then prints the functions with the most samples,
-inclusive and self, and writes the collapsed stacks (for flame graphs) under bench/results/. `--shipped`: the settings
-docker-compose.yml and the Kubernetes ConfigMap ship (`IDEMPOTENCY_STORE=database`, spool and keys
-on a PostgreSQL started here), as `bench/targets.py` measures them. `--workers 2`: two workers, as
-the targets run them (and with them the host idempotency store by default); the first is sampled.
+inclusive and self, and writes the collapsed stacks (for flame graphs) under bench/results/.
+`--shipped`: the settings docker-compose.yml and the Kubernetes ConfigMap ship
+(`IDEMPOTENCY_STORE=database`, spool and keys on a PostgreSQL started here), as `bench/targets.py`
+measures them. `--workers 2`: two workers, as the targets run them (and with them the host
+idempotency store by default); the first is sampled.
 """
 
 from __future__ import annotations
