@@ -34,8 +34,9 @@ def free_port() -> int:
 
     Chosen below the kernel's ephemeral range where there is one (Linux): a port the kernel gave
     out for `bind(("127.0.0.1", 0))` is one it may also give any outgoing connection as its source
-    port before our server binds it (seen: a Kafka node of a three-node cluster refused to start,
-    its port taken by a connection between the other two). Elsewhere, the kernel's choice.
+    port before our server binds it (seen: a Kafka node of a three-node cluster failed to start, its
+    port of that range already in use, most likely as such a source port). Elsewhere, the kernel's
+    choice.
     """
     try:
         low = int(_EPHEMERAL_RANGE.read_text().split()[0])

@@ -201,7 +201,13 @@ class KafkaCluster:
                 )
             if node.pid_file is not None:
                 node.pid_file.write_text(f"{node.process.pid}\n")
-        self.wait_ready(timeout)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            # The nodes started here would outlive a caller that never got the cluster to stop
+            # (a fixture whose set-up failed has no tear-down): stopped here instead.
+            self.stop([node.node_id for node in chosen])
+            raise
         return self
 
     def wait_ready(self, timeout: float = 90.0) -> None:
