@@ -42,9 +42,8 @@ def free_port() -> int:
         low = int(_EPHEMERAL_RANGE.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         low = 0
-    candidates = list(range(LOWEST_CHOSEN_PORT, low))
-    random.shuffle(candidates)
-    for port in candidates[:200]:
+    for _ in range(200 if low > LOWEST_CHOSEN_PORT else 0):
+        port = random.randrange(LOWEST_CHOSEN_PORT, low)
         if port not in _handed_out and _bindable(port):
             _handed_out.add(port)
             return port

@@ -109,7 +109,7 @@ def started_broker(options: argparse.Namespace, directory: Path) -> Iterator[Bro
         broker = DevBroker(free_port(), log_path=directory / "broker.log")
     directory.mkdir(parents=True, exist_ok=True)
     try:
-        broker.start()  # inside: nodes started before one fails to come up are stopped too
+        broker.start()
         yield broker
     finally:
         broker.stop()
