@@ -7,7 +7,8 @@ Two configurations of the service, both with WORKERS=2 and authentication on:
 Each round starts each configuration and the bare FastAPI endpoint (the HTTP stack's ceiling, same
 worker count) afresh and measures single events and batches of 100 at several connection counts;
 figures are the medians over the rounds of one run (the machine is noisy: only figures of one run
-compare). Then a soak: the embedded defaults (one worker) at the maximum batch rate for several
+compare). After the rounds, the broker's own round trip at the latency target's concurrency (raw
+confluent-kafka, `bench/raw_latency.py`), printed beside that target. Then a soak: the embedded defaults (one worker) at the maximum batch rate for several
 minutes, RSS sampled. Prints the targets with their ratios, and writes JSON and a PNG plot to
 bench/results/. Everything runs on 127.0.0.1, bounded in time, every process stopped by PID.
 
@@ -23,6 +24,7 @@ import argparse
 import contextlib
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +50,7 @@ WORKERS = 2
 BATCH_EVENTS_TARGET = 100_000.0
 SINGLE_RATIO_TARGET = 0.6
 SINGLE_P50_TARGET_MS = 5.0
+LATENCY_CONNECTIONS = 32  # the single-event latency target's concurrency
 SINGLE_P99_TARGET_MS = 20.0
 RSS_TARGET_MB = 300.0
 SHIPPED = {"IDEMPOTENCY_STORE": "database", "LOG_FORMAT": "json", "ENVIRONMENT": "prod"}
@@ -164,7 +167,23 @@ def measure_rounds(options: argparse.Namespace, workdir: Path, shipped_database:
                     # warms up: not measured.
                     _wrk(port, "/v1/events/attempts", "single", 1, options.settle, 4, 0, workdir)
                     points += _sweep(config, round_number, pid, port, options, workdir, modes)
+        if LATENCY_CONNECTIONS in options.single_connections and options.rounds:
+            options.raw_latency = raw_round_trip(broker.bootstrap, options)
     return points
+
+
+def raw_round_trip(bootstrap: str, options: argparse.Namespace) -> dict[str, float]:
+    """The broker's round trip at the latency target's concurrency, without the service: raw
+    confluent-kafka, one producer per worker, each record produced again when acknowledged."""
+    print(f"… raw produce, {LATENCY_CONNECTIONS} records outstanding", file=sys.stderr)
+    replication = 3 if options.broker == "kafka" and options.kafka_nodes >= 3 else 1
+    command = [PYTHON, str(ROOT / "bench" / "raw_latency.py"), bootstrap, str(LATENCY_CONNECTIONS),
+               str(options.duration), "--producers", str(WORKERS), "--replication", str(replication)]  # fmt: skip
+    output = subprocess.run(
+        command, capture_output=True, text=True, timeout=options.duration + 120, check=True, cwd=ROOT
+    ).stdout
+    figures: dict[str, float] = orjson.loads(output.strip().splitlines()[-1])
+    return figures
 
 
 def soak(options: argparse.Namespace, workdir: Path) -> list[tuple[float, float, float]]:
@@ -232,7 +251,7 @@ def verdicts(
             reached = f"{ratio:.2f} ({single['requests_per_s']:,.0f} / {bare['requests_per_s']:,.0f} req/s)"
             rows.append((f"single, {high} conns: >= 0.6 of bare FastAPI", config, reached,
                          ratio >= SINGLE_RATIO_TARGET))  # fmt: skip
-        single = table.get((config, "single", 32 if 32 in options.single_connections else low))
+        single = table.get((config, "single", LATENCY_CONNECTIONS if LATENCY_CONNECTIONS in counts else low))
         if single:
             reached = f"p50 {single['p50_ms']:.1f} / p99 {single['p99_ms']:.1f} ms"
             met = single["p50_ms"] <= SINGLE_P50_TARGET_MS and single["p99_ms"] <= SINGLE_P99_TARGET_MS
@@ -266,6 +285,13 @@ def print_report(
     print()
     for target, config, reached, met in rows:
         print(f"{target:48} {config:20} {reached:42} {'met' if met else 'NOT met'}")
+    raw = getattr(options, "raw_latency", None)
+    if raw:
+        reached = f"p50 {raw['p50_ms']:.1f} / p99 {raw['p99_ms']:.1f} ms"
+        print(
+            f"{'  the broker alone, same concurrency':48} {'raw produce':20} {reached:42} "
+            f"({raw['records_per_s']:,.0f} records/s, linger.ms 0)"
+        )
 
 
 def plot(
@@ -380,10 +406,13 @@ def main() -> None:
     picture = results / f"targets-{stamp}.png"
     plot(table, rss, options, picture)
     document: dict[str, Any] = {
-        "options": {key: value for key, value in vars(options).items() if key != "broker_pid"},
+        "options": {
+            key: value for key, value in vars(options).items() if key not in ("broker_pid", "raw_latency")
+        },
         "points": [asdict(point) for point in points],
         "medians": [{"config": c, "mode": m, "connections": n, **f} for (c, m, n), f in table.items()],
         "rss_soak": rss,
+        "raw_latency": getattr(options, "raw_latency", None),
         "targets": [{"target": t, "config": c, "reached": r, "met": met} for t, c, r, met in rows],
     }
     (results / f"targets-{stamp}.json").write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
