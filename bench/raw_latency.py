@@ -1,14 +1,14 @@
 """The broker's share of a single event's latency: raw confluent-kafka, closed loop, no HTTP.
 
-Usage: python bench/raw_latency.py BOOTSTRAP OUTSTANDING SECONDS [--producers N] [--replication R]
+Usage: python -m bench.raw_latency BOOTSTRAP OUTSTANDING SECONDS [--producers N] [--replication R]
 → prints JSON (records/s, p50 and p99 of produce-to-acknowledgement in ms).
 
 As many producer processes as the service has workers each keep OUTSTANDING / N records in flight
 and produce the next one the moment one is acknowledged: what N workers serving OUTSTANDING
 clients that each send a single event and wait for its answer ask of the broker. The service's
-producer settings (acks=all, idempotence, compression) and record, but `linger.ms` 0: this is the
-round trip alone, without a batching window, so the service's p50 at the same concurrency can be
-read against it.
+producer settings (acks=all, idempotence, compression) and record (`bench/raw_produce.py`'s), but
+`linger.ms` 0: this is the round trip alone, without a batching window, so the service's p50 at the
+same concurrency can be read against it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import argparse
 import multiprocessing
 import statistics
 import time
-from datetime import UTC, datetime
 from multiprocessing.queues import Queue
 
 import orjson
@@ -26,25 +25,9 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from app.config.settings import load_settings
-from app.serialization.codecs import serializer_for
-from event_models.models import AttemptEvent
+from bench.raw_produce import bench_record
 
 TOPIC = "bench.raw-latency"
-
-
-def _record() -> bytes:
-    event = AttemptEvent.model_validate(
-        {
-            "user_id": "bench-user",
-            "occurred_at": datetime.now(UTC).isoformat(),
-            "client_attempt_id": "x",
-            "item_id": "item-1",
-            "correct": True,
-            "quality": 5,
-            "time_taken_ms": 1000,
-        }
-    )
-    return serializer_for("json").serialize(event)
 
 
 def _producer_config(bootstrap: str) -> dict[str, str | int | float | bool]:
@@ -55,7 +38,7 @@ def _producer_config(bootstrap: str) -> dict[str, str | int | float | bool]:
 def _closed_loop(bootstrap: str, outstanding: int, seconds: float, latencies: Queue[list[float]]) -> None:
     """One producer: `outstanding` records in flight until `seconds` have passed; the latencies."""
     producer = Producer(_producer_config(bootstrap))
-    value = _record()
+    value, headers = bench_record("json")
     producer.produce(TOPIC, value, b"warm-up")
     producer.flush(30)
     measured: list[float] = []
@@ -71,7 +54,7 @@ def _closed_loop(bootstrap: str, outstanding: int, seconds: float, latencies: Qu
             if now < ends:
                 send(key + outstanding)
 
-        producer.produce(TOPIC, value, f"user-{key % 500}".encode(), on_delivery=on_delivery)
+        producer.produce(TOPIC, value, f"user-{key % 500}".encode(), headers=headers, on_delivery=on_delivery)
 
     for key in range(outstanding):
         send(key)

@@ -18,11 +18,11 @@ from app.config.settings import load_settings
 from app.serialization.codecs import serializer_for
 from event_models.models import AttemptEvent
 
+Headers = list[tuple[str, str | bytes | None]]
 
-def main() -> None:
-    bootstrap, serialization, compression, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
-    settings = load_settings(_env_file=None, kafka_brokers=bootstrap, kafka_compression_type=compression)
-    serializer = serializer_for(serialization)
+
+def bench_record(serialization: str) -> tuple[bytes, Headers]:
+    """The value and headers of one attempt as the service would publish it."""
     event = AttemptEvent.model_validate(
         {
             "user_id": "bench-user",
@@ -34,12 +34,18 @@ def main() -> None:
             "time_taken_ms": 1000,
         }
     )
-    value = serializer.serialize(event)
-    headers: list[tuple[str, str | bytes | None]] = [
+    headers: Headers = [
         ("event_id", str(uuid.uuid4())),
         ("event_type", "attempt"),
         ("content_type", "application/json"),
     ]
+    return serializer_for(serialization).serialize(event), headers
+
+
+def main() -> None:
+    bootstrap, serialization, compression, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+    settings = load_settings(_env_file=None, kafka_brokers=bootstrap, kafka_compression_type=compression)
+    value, headers = bench_record(serialization)
     producer = Producer(settings.librdkafka_config())
     acked = 0
 
