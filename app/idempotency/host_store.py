@@ -28,9 +28,10 @@ from pathlib import Path
 import lmdb
 import orjson
 
-from app.idempotency.store import KeyGroup, Known, StoredResult, reserve_groups
+from app.idempotency.store import KeyGroup, Known, StoredResult, assign_groups
 
 _EXPIRY = struct.Struct(">d")  # big-endian, so byte order is time order in the expiry index
+_DIGEST_BYTES = 16
 BYTES_PER_KEY = 2048  # the map's reserved (virtual) size per key; the file grows only as used
 TRIM_SPARE = 64  # expired keys a request may remove beyond the number it adds
 PURGE_BUDGET = 10_000  # expired keys one background purge removes at most (one short write transaction)
@@ -66,7 +67,7 @@ def open_environment(directory: Path, max_keys: int) -> lmdb.Environment:
 def _stored_key(key: str) -> bytes:
     """A key's 16-byte BLAKE2b digest: LMDB keys stop at 511 bytes (an Idempotency-Key may be
     longer), and short fixed-size keys fit more to a page; a collision is a 2^-128 chance a pair."""
-    return hashlib.blake2b(key.encode(), digest_size=16).digest()
+    return hashlib.blake2b(key.encode(), digest_size=_DIGEST_BYTES).digest()
 
 
 class HostIdempotencyStore:
@@ -90,18 +91,32 @@ class HostIdempotencyStore:
         if not any(groups):
             return [None for _ in groups]
         now = self._clock()
-        expires = now + self._window
+        expiry = _EXPIRY.pack(now + self._window)
+        stored = {key: _stored_key(key) for group in groups for key, _ in group}
         with self._environment.begin(write=True) as txn:
-            added = 0
-
-            def take(key: str, provisional: StoredResult) -> StoredResult | None:
-                nonlocal added
-                known = self._take(txn, _stored_key(key), provisional, now, expires)
-                added += known is None
-                return known
-
-            answers = reserve_groups(groups, take, lambda key: self._remove(txn, _stored_key(key)))
-            self._trim(txn, now, added + TRIM_SPARE)
+            # The request's keys looked up, then written, by one C call each (the B-tree walks
+            # without a Python call a key): the group semantics run on what was found.
+            keys = txn.cursor(db=self._keys)
+            found = dict(keys.getmulti(list(stored.values())))
+            live: dict[str, StoredResult] = {}
+            expired: dict[str, bytes] = {}  # key -> its entry in the expiry index
+            for key, digest in stored.items():
+                value = found.get(digest)
+                if value is None:
+                    continue
+                if _EXPIRY.unpack_from(value)[0] > now:
+                    live[key] = orjson.loads(value[_EXPIRY.size :])
+                else:
+                    expired[key] = value[: _EXPIRY.size] + digest
+            answers, assigned = assign_groups(groups, live)
+            if assigned:
+                for key in expired.keys() & assigned.keys():  # taken over: its old expiry entry goes
+                    txn.delete(expired[key], db=self._expiry)
+                keys.putmulti(
+                    [(stored[key], expiry + orjson.dumps(answer)) for key, answer in assigned.items()]
+                )
+                txn.cursor(db=self._expiry).putmulti([(expiry + stored[key], b"") for key in assigned])
+            self._trim(txn, now, len(assigned) + TRIM_SPARE)
         return answers
 
     async def settle(self, completed: Mapping[str, StoredResult], released: Sequence[str]) -> None:
@@ -118,23 +133,6 @@ class HostIdempotencyStore:
                     txn.put(stored, found[: _EXPIRY.size] + orjson.dumps(result), db=self._keys)
             for key in released:
                 self._remove(txn, _stored_key(key))
-
-    def _take(
-        self, txn: lmdb.Transaction, key: bytes, provisional: StoredResult, now: float, expires: float
-    ) -> StoredResult | None:
-        value = _EXPIRY.pack(expires) + orjson.dumps(provisional)
-        if txn.put(key, value, overwrite=False, db=self._keys):
-            txn.put(_EXPIRY.pack(expires) + key, b"", db=self._expiry)
-            return None
-        found = txn.get(key, db=self._keys)
-        assert found is not None  # the put above was refused because the key is there
-        (found_expires,) = _EXPIRY.unpack_from(found)
-        if found_expires > now:
-            answer: StoredResult = orjson.loads(found[_EXPIRY.size :])
-            return answer
-        txn.delete(_EXPIRY.pack(found_expires) + key, db=self._expiry)  # expired: taken over
-        self._put(txn, key, expires, provisional)
-        return None
 
     def _put(self, txn: lmdb.Transaction, key: bytes, expires: float, result: StoredResult) -> None:
         txn.put(key, _EXPIRY.pack(expires) + orjson.dumps(result), db=self._keys)
@@ -159,18 +157,22 @@ class HostIdempotencyStore:
         """Remove expired keys, oldest first, then the oldest above the bound; at most `budget`.
         Returns how many."""
         excess = txn.stat(self._keys)["entries"] - self._max_keys
+        # An entry sorts at or below `limit` when it has expired (its expiry is its first bytes):
+        # compared as bytes, without unpacking. Listed by the cursor's C iterator, then deleted
+        # in order from the first, each delete moving the cursor to the next.
+        limit = _EXPIRY.pack(now) + b"\xff" * _DIGEST_BYTES
         cursor = txn.cursor(db=self._expiry)
-        removed = 0
-        while removed < budget and cursor.first():
-            entry = cursor.key()
-            (entry_expires,) = _EXPIRY.unpack_from(entry)
-            if entry_expires > now and excess <= 0:
+        doomed: list[bytes] = []
+        for entry in cursor.iternext(values=False):
+            if len(doomed) >= budget or (len(doomed) >= excess and entry > limit):
                 break
-            cursor.delete()
-            txn.delete(entry[_EXPIRY.size :], db=self._keys)
-            excess -= 1
-            removed += 1
-        return removed
+            doomed.append(entry)
+        if doomed:
+            cursor.first()
+            for entry in doomed:
+                cursor.delete()
+                txn.delete(entry[_EXPIRY.size :], db=self._keys)
+        return len(doomed)
 
     def count(self) -> int:
         """Keys held now, expired ones not yet removed included."""

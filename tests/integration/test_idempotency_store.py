@@ -342,6 +342,17 @@ async def test_the_host_store_removes_expired_keys_as_keys_are_added(tmp_path: P
     assert store.count() == 1
 
 
+async def test_a_key_the_host_store_took_over_is_not_removed_with_its_old_expiry(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    store = HostIdempotencyStore(tmp_path / "keys", timedelta(seconds=10), 1000, clock=lambda: now[0])
+    await store.reserve([_group("key")])
+    now[0] += 11
+    assert await store.reserve([_group("key", answer="second")]) == [None]  # expired: taken over
+    await store.reserve([_group("other")])  # removes expired keys: not the one taken over
+    assert await store.reserve([_group("key", answer="third")]) == [(0, {"event_id": "second-key"})]
+    assert store.count() == 2
+
+
 async def test_the_host_and_memory_stores_purge_expired_keys_while_idle(tmp_path: Path) -> None:
     now = [1_000_000.0]
     host = HostIdempotencyStore(tmp_path / "keys", timedelta(seconds=10), 1000, clock=lambda: now[0])
