@@ -21,9 +21,10 @@ import hashlib
 import struct
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
 import lmdb
 import orjson
@@ -163,7 +164,8 @@ class HostIdempotencyStore:
         limit = _EXPIRY.pack(now) + b"\xff" * _DIGEST_BYTES
         cursor = txn.cursor(db=self._expiry)
         doomed: list[bytes] = []
-        for entry in cursor.iternext(values=False):
+        entries = cast(Iterator[bytes], cursor.iternext(values=False))  # bytes: no buffers=True
+        for entry in entries:
             if len(doomed) >= budget or (len(doomed) >= excess and entry > limit):
                 break
             doomed.append(entry)
