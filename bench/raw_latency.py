@@ -83,13 +83,15 @@ def measure(
         context.Process(target=_closed_loop, args=(bootstrap, share, seconds, latencies))
         for _ in range(producers)
     ]
-    for process in processes:
-        process.start()
-    every = sorted(value for _ in processes for value in latencies.get(timeout=seconds + 90))
-    for process in processes:
-        process.join(30)
-        if process.is_alive():
-            process.kill()
+    try:
+        for process in processes:
+            process.start()
+        every = sorted(value for _ in processes for value in latencies.get(timeout=seconds + 90))
+    finally:  # also when one never reported: none is left running
+        for process in processes:
+            process.join(30)
+            if process.is_alive():
+                process.kill()
     if not every:
         raise RuntimeError("no record was acknowledged")
     cuts = statistics.quantiles(every, n=100)

@@ -8,9 +8,10 @@ Each round starts each configuration and the bare FastAPI endpoint (the HTTP sta
 worker count) afresh and measures single events and batches of 100 at several connection counts;
 figures are the medians over the rounds of one run (the machine is noisy: only figures of one run
 compare). After the rounds, the broker's own round trip at the latency target's concurrency (raw
-confluent-kafka, `bench/raw_latency.py`), printed beside that target. Then a soak: the embedded defaults (one worker) at the maximum batch rate for several
-minutes, RSS sampled. Prints the targets with their ratios, and writes JSON and a PNG plot to
-bench/results/. Everything runs on 127.0.0.1, bounded in time, every process stopped by PID.
+confluent-kafka, `bench/raw_latency.py`), printed beside that target. Then a soak: the embedded
+defaults (one worker) at the maximum batch rate for several minutes, RSS sampled. Prints the
+targets with their ratios, and writes JSON and a PNG plot to bench/results/. Everything runs on
+127.0.0.1, bounded in time, every process stopped by PID.
 
 The broker is the development broker (Tansu, memory only) unless `--broker kafka`: Apache Kafka from
 Maven Central (the tests' launcher), one node or, with `--kafka-nodes 3`, the three-node cluster
@@ -50,8 +51,8 @@ WORKERS = 2
 BATCH_EVENTS_TARGET = 100_000.0
 SINGLE_RATIO_TARGET = 0.6
 SINGLE_P50_TARGET_MS = 5.0
-LATENCY_CONNECTIONS = 32  # the single-event latency target's concurrency
 SINGLE_P99_TARGET_MS = 20.0
+LATENCY_CONNECTIONS = 32  # the single-event latency target's concurrency
 RSS_TARGET_MB = 300.0
 SHIPPED = {"IDEMPOTENCY_STORE": "database", "LOG_FORMAT": "json", "ENVIRONMENT": "prod"}
 
