@@ -102,6 +102,38 @@ async def test_keys_and_answers_of_any_characters_are_kept_as_they_are(make_stor
     await store.close()
 
 
+async def test_answers_of_every_shape_come_back_as_they_were_stored(make_store: StoreFactory) -> None:
+    await _answers_of_every_shape_come_back(make_store())
+
+
+async def test_the_memory_store_gives_back_answers_of_every_shape() -> None:
+    await _answers_of_every_shape_come_back(MemoryIdempotencyStore(timedelta(hours=1), 1000))
+
+
+async def _answers_of_every_shape_come_back(store: IdempotencyStore) -> None:
+    """The common shape (a UUID event id, a status, topics), which the memory store packs, and its
+    near misses, which it keeps as JSON."""
+    event_id = "0b9a1c1e-3f5d-4c2a-9e47-5d6f7a8b9c0d"
+    answers: list[dict[str, Any]] = [
+        {"event_id": event_id, "status": "in_progress", "topics": ["learning.attempts"]},
+        {"event_id": event_id, "status": "accepted", "topics": ["learning.attempts", "ml.training"]},
+        {"event_id": event_id, "status": "unrouted", "topics": []},
+        {"event_id": event_id.upper(), "status": "accepted", "topics": ["learning.attempts"]},
+        {"event_id": event_id, "status": "some-later-status", "topics": ["learning.attempts"]},
+        {"event_id": event_id, "status": "accepted", "topics": [""]},
+        {"event_id": event_id, "status": "accepted", "topics": ["a\x00b"]},
+        {"event_id": event_id, "status": "accepted", "topics": [1, "learning.attempts"]},
+        {"event_id": event_id, "status": "accepted", "topics": ["learning.attempts"], "extra": 1},
+        {"event_id": None, "status": "rejected", "topics": []},
+    ]
+    keys = [f"shape-{n}" for n in range(len(answers))]
+    groups: list[KeyGroup] = [[(key, answer)] for key, answer in zip(keys, answers, strict=True)]
+    assert await store.reserve(groups) == [None] * len(answers)
+    again: list[KeyGroup] = [[(key, {"event_id": "again"})] for key in keys]
+    assert await store.reserve(again) == [(0, answer) for answer in answers]
+    await store.close()
+
+
 async def test_a_known_key_frees_the_rest_of_its_group(make_store: StoreFactory) -> None:
     store = make_store()
     assert await store.reserve([_group("live")]) == [None]
