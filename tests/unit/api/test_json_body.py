@@ -48,3 +48,17 @@ def test_runaway_nesting_is_400() -> None:
 def test_malformed_json_raises_the_decode_error_fastapi_answers_422() -> None:
     with pytest.raises(json.JSONDecodeError):
         parse_json(b'{"a": ')
+
+
+def test_a_byte_order_mark_is_the_decode_error_json_loads_gives() -> None:
+    with pytest.raises(json.JSONDecodeError) as caught:
+        parse_json(b'\xef\xbb\xbf{"a": 1}')
+    assert "BOM" in str(caught.value)
+
+
+def test_the_shared_decoder_is_whole_again_after_a_refusal() -> None:
+    """One decoder serves every body: a refusal half-way through one leaves nothing behind."""
+    for body in (b'{"x": 1, "x": 2}', b'{"a": NaN}', b'{"a": '):
+        with pytest.raises((HTTPException, json.JSONDecodeError)):
+            parse_json(body)
+        assert parse_json(b'{"x": {"x": 1}, "y": [1.5]}') == {"x": {"x": 1}, "y": [1.5]}
