@@ -14,6 +14,7 @@ import orjson
 from confluent_kafka import Producer
 
 from app.config.settings import load_settings
+from app.publishing.records import event_headers
 from app.serialization.codecs import serializer_for
 from event_models.models import AttemptEvent
 
@@ -34,14 +35,7 @@ def bench_record(serialization: str) -> tuple[bytes, Headers]:
         }
     )
     serializer = serializer_for(serialization)
-    # The headers the publisher gives every record (EventPublisher._headers), the content type the
-    # serializer's: a protobuf record said JSON here before.
-    headers: Headers = [
-        ("event_id", event.event_id_text),
-        ("event_type", event.event_type),
-        ("schema_version", str(event.schema_version)),
-        ("content_type", serializer.content_type),
-    ]
+    headers: Headers = [*event_headers(event, None, serializer.content_type)]  # the publisher's own
     return serializer.serialize(event), headers
 
 

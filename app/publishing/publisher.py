@@ -14,7 +14,6 @@ What happens to a record that Kafka does not acknowledge:
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -37,7 +36,7 @@ from app.publishing.delivery import (
 from app.publishing.errors import ACK_DEADLINE_PASSED, BrokerUnavailableError, DeliveryError
 from app.publishing.pause import PauseSwitch
 from app.publishing.producer import Delivery
-from app.publishing.records import HeaderList, OutRecord
+from app.publishing.records import OutRecord, event_headers
 from app.publishing.retry import RetryPolicy
 from app.routing import templates
 from app.routing.router import Route, Router
@@ -246,7 +245,7 @@ class EventPublisher:
             # schema knows only the built-in types.
             serializer = self.serializer if event.builtin else self._json
             value = serializer.serialize(event)
-            headers = self._headers(event, traceparent, serializer.content_type)
+            headers = event_headers(event, traceparent, serializer.content_type)
             key = event.kafka_key().encode()
             event_id = event.event_id_text
             fields: dict[str, Any] | None = None  # the event's JSON form, built only for templates
@@ -259,20 +258,11 @@ class EventPublisher:
                         record_key = str(record_key if record_key is not None else "").encode()
                     if destination.message_template is not None:
                         record_value = orjson.dumps(templates.render(destination.message_template, fields))
-                        record_headers = self._headers(event, traceparent, JSON_CONTENT_TYPE)
+                        record_headers = event_headers(event, traceparent, JSON_CONTENT_TYPE)
                 records.append(
                     OutRecord(index, event_id, destination.topic, record_key, record_value, record_headers)
                 )
         return records
-
-    def _headers(self, event: BaseEvent, traceparent: str | None, content_type: str) -> HeaderList:
-        headers = [
-            ("event_id", event.event_id_text),
-            *_type_headers(event.event_type, event.schema_version, content_type),
-        ]
-        if traceparent:
-            headers.append(("traceparent", traceparent))
-        return headers
 
     async def _deliver_with_retries(
         self, records: list[OutRecord], failures: dict[int, PublishFailure]
@@ -450,16 +440,6 @@ class EventPublisher:
         for index in indexes:
             failures[index] = failure
         self.metrics.record_rejected(failure.code.value, len(indexes))
-
-
-@functools.lru_cache(maxsize=256)
-def _type_headers(event_type: str, schema_version: int, content_type: str) -> tuple[tuple[str, str], ...]:
-    """The headers every event of a type and schema version carries: built once, not per event."""
-    return (
-        ("event_type", event_type),
-        ("schema_version", str(schema_version)),
-        ("content_type", content_type),
-    )
 
 
 @dataclass(slots=True)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from app.publishing.errors import DeliveryError
+from event_models.models import BaseEvent
 
 HeaderList = list[tuple[str, str]]
 
@@ -27,6 +29,28 @@ class OutRecord:
         """Bytes the broker counts against its record limit (key, value and headers)."""
         key = len(self.key) if self.key else 0
         return key + len(self.value) + sum(len(name) + len(value) for name, value in self.headers)
+
+
+def event_headers(event: BaseEvent, traceparent: str | None, content_type: str) -> HeaderList:
+    """The headers of an event's every record: its id, type and schema version, the value's content
+    type and, when the event is traced, its `traceparent`."""
+    headers = [
+        ("event_id", event.event_id_text),
+        *_type_headers(event.event_type, event.schema_version, content_type),
+    ]
+    if traceparent:
+        headers.append(("traceparent", traceparent))
+    return headers
+
+
+@functools.lru_cache(maxsize=256)
+def _type_headers(event_type: str, schema_version: int, content_type: str) -> tuple[tuple[str, str], ...]:
+    """The headers every event of a type and schema version carries: built once, not per event."""
+    return (
+        ("event_type", event_type),
+        ("schema_version", str(schema_version)),
+        ("content_type", content_type),
+    )
 
 
 def dead_letter_headers(headers: HeaderList, original_topic: str, reason: str, attempts: int) -> HeaderList:
