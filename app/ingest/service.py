@@ -20,11 +20,7 @@ from app.events.validation import describe_errors
 from app.idempotency.store import IdempotencyStore, StoredResult
 from app.ingest.single_events import AckLevel, EventKeys, SingleEventGroups, WaitingEvent
 from app.observability.publisher_metrics import PublisherMetrics
-from app.publishing.publisher import (
-    EventPublisher,
-    PublishFailure,
-    PublishResult,
-)
+from app.publishing.publisher import EventPublisher, PublishFailure
 from event_models.models import AnyEvent, AttemptEvent, BaseEvent, EventType
 from event_models.outcomes import EventStatus, FailureCode
 
@@ -53,10 +49,6 @@ def _from_stored(stored: StoredResult, status: EventStatus | None = None) -> Ite
         event_id=stored["event_id"],
         topics=tuple(stored.get("topics", ())),
     )
-
-
-def _from_publish(result: PublishResult) -> ItemOutcome:
-    return ItemOutcome(result.outcome, result.event_id, result.topics, failure=result.failure)
 
 
 class IngestService:
@@ -168,6 +160,8 @@ class IngestService:
         published = await self._ingest(
             [event for _, event in valid], keys, [traceparent] * len(valid), ack, batch=True
         )
+        if len(published) == len(items):  # every item valid: the outcomes are in item order already
+            return published
         for (index, _), outcome in zip(valid, published, strict=True):
             outcomes[index] = outcome
         return [outcome for outcome in outcomes if outcome is not None]
@@ -220,28 +214,31 @@ class IngestService:
                 outcomes[position] = _from_stored(stored, None if replay else EventStatus.DUPLICATE)
                 self.metrics.record_duplicate()
         fresh = [position for position, outcome in enumerate(outcomes) if outcome is None]
-        results = await self.publisher.publish_many(
-            [events[p] for p in fresh],
-            traceparents=[traceparents[p] for p in fresh],
-            spool_only=ack == "spool",
-            routes=[routes[p] for p in fresh],
-        )
+        if len(fresh) == len(events):  # no duplicate: the common case, without copying the lists
+            results = await self.publisher.publish_many(
+                events, traceparents=traceparents, spool_only=ack == "spool", routes=routes
+            )
+        else:
+            results = await self.publisher.publish_many(
+                [events[p] for p in fresh],
+                traceparents=[traceparents[p] for p in fresh],
+                spool_only=ack == "spool",
+                routes=[routes[p] for p in fresh],
+            )
         completed: dict[str, StoredResult] = {}
         released: list[str] = []
         for position, result in zip(fresh, results, strict=True):
-            outcome = _from_publish(result)
+            outcome = ItemOutcome(result.outcome, result.event_id, result.topics, result.failure)
             outcomes[position] = outcome
-            if not keys[position]:
+            event_keys = keys[position]
+            if not event_keys:
                 continue
-            if (
-                outcome.status == EventStatus.REJECTED
-            ):  # not accepted: a retry must be processed, not answered
-                released += [key for _, key in keys[position]]
-            else:
-                stored = outcome.stored()
-                for kind, key in keys[position]:
-                    if batch and kind == "request":  # the others keep their first answer (see above)
-                        completed[key] = stored
+            if outcome.status == EventStatus.REJECTED:  # not accepted: a retry must be processed
+                released += [key for _, key in event_keys]
+            elif batch:  # only a batch's request keys take the final answer (see above)
+                for kind, key in event_keys:
+                    if kind == "request":
+                        completed[key] = outcome.stored()
         if completed or released:
             await self.idempotency.settle(completed, released)
         done = [outcome for outcome in outcomes if outcome is not None]

@@ -91,9 +91,11 @@ class Delivery:
 
     def on_delivery(self, index: int, error: KafkaError | None, message: Message) -> None:
         """librdkafka's delivery callback (bound to a record's index with functools.partial)."""
-        if error is None:
+        if error is None:  # settle(), inlined: this runs for every record, holding the GIL
             latency = message.latency()
-            self.settle(index, latency if latency is not None else 0.0)
+            self.outcomes[index] = latency if latency is not None else 0.0
+            if next(self._reported) == self._count:
+                self._on_complete(self._done)
             return
         if error.fatal() or error.code() in PRODUCER_DEAD_CODES:
             self._on_fatal(error.str())

@@ -71,9 +71,10 @@ class PublishFailure:
     dead_lettered: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PublishResult:
-    """The answer for one event."""
+    """The answer for one event. (Not frozen: a frozen dataclass sets each field through
+    object.__setattr__, and one of these is made for every event.)"""
 
     event_id: str
     outcome: EventStatus  # accepted, spooled, unrouted, or rejected (with `failure`)

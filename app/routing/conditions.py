@@ -9,6 +9,7 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Callable
+from enum import Enum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
@@ -60,23 +61,25 @@ class FieldTest(BaseModel):
             actual = event.field_value(self.field)
         except KeyError:
             return self.op == "exists" and self.value is False
-        if self.op == "exists":
+        op = self.op
+        if op == "exists":
             return (actual is not None) == (self.value is not False)
         if actual is None:
-            return self.op == "!=" and self.value is not None
-        if hasattr(actual, "value") and isinstance(actual.value, str):  # enums compare by their value
+            return op == "!=" and self.value is not None
+        if isinstance(actual, Enum) and isinstance(actual.value, str):  # enums compare by their value
             actual = actual.value
-        if self.op == "in":
+        compare = _COMPARE.get(op)  # the comparisons first: routing tests them for every event
+        if compare is not None:
+            try:
+                return compare(actual, self.value)
+            except TypeError:  # e.g. "abc" < 3: a mismatch of types is simply no match
+                return False
+        if op == "in":
             assert isinstance(self.value, list)
             return actual in self.value
-        if self.op == "prefix":
+        if op == "prefix":
             return isinstance(actual, str) and actual.startswith(str(self.value))
-        if self.op == "regex":
-            return isinstance(actual, str) and re.search(str(self.value), actual) is not None
-        try:
-            return _COMPARE[self.op](actual, self.value)
-        except TypeError:  # e.g. "abc" < 3: a mismatch of types is simply no match
-            return False
+        return isinstance(actual, str) and re.search(str(self.value), actual) is not None  # regex
 
 
 class AllOf(BaseModel):

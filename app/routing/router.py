@@ -41,7 +41,7 @@ MAX_CACHED_ROUTES = 1024
 class _RuleTable:
     """One rule list, indexed by event type, with the Route of each set of matching rules built once."""
 
-    __slots__ = ("by_type", "routes", "rules")
+    __slots__ = ("by_type", "routes", "rules", "unrouted")
 
     def __init__(self, rules: tuple[RoutingRule, ...]) -> None:
         self.rules = rules
@@ -50,8 +50,9 @@ class _RuleTable:
             if rule.enabled:
                 for event_type in rule.event_types:
                     by_type.setdefault(event_type, []).append(rule)
-        self.by_type = {event_type: tuple(found) for event_type, found in by_type.items()}
+        self.by_type = {event_type: _TypeRules(tuple(found), self) for event_type, found in by_type.items()}
         self.routes: dict[tuple[str, ...], Route] = {}
+        self.unrouted = self.route_for(())
 
     def route_for(self, matched: tuple[str, ...]) -> Route:
         route = self.routes.get(matched)
@@ -67,6 +68,31 @@ class _RuleTable:
             route = Route(tuple(destinations.values()), matched)
             if len(self.routes) < MAX_CACHED_ROUTES:  # conditions on many rules: bounded, still right
                 self.routes[matched] = route
+        return route
+
+
+class _TypeRules:
+    """The rules of one event type. A rule without a condition always matches, so only the
+    conditions are tested for an event, and the Route of each combination of their outcomes is
+    looked up, not rebuilt (a type without conditions has one Route)."""
+
+    __slots__ = ("conditions", "routes", "rules", "table")
+
+    def __init__(self, rules: tuple[RoutingRule, ...], table: _RuleTable) -> None:
+        self.rules = rules
+        self.conditions = tuple(rule.condition for rule in rules if rule.condition is not None)
+        self.routes: dict[tuple[bool, ...], Route] = {}
+        self.table = table
+
+    def route(self, event: BaseEvent) -> Route:
+        outcomes = tuple([condition.matches(event) for condition in self.conditions])
+        route = self.routes.get(outcomes)
+        if route is None:
+            tested = iter(outcomes)  # in rule order, one per rule with a condition
+            matched = tuple(rule.id for rule in self.rules if rule.condition is None or next(tested))
+            route = self.table.route_for(matched)
+            if len(self.routes) < MAX_CACHED_ROUTES:
+                self.routes[outcomes] = route
         return route
 
 
@@ -96,9 +122,5 @@ class Router:
 
     def route(self, event: BaseEvent) -> Route:
         table = self._table  # one snapshot for the whole event, whatever replaces it meanwhile
-        matched = tuple(
-            rule.id
-            for rule in table.by_type.get(event.event_type, ())
-            if rule.condition is None or rule.condition.matches(event)
-        )
-        return table.route_for(matched)
+        rules = table.by_type.get(event.event_type)
+        return table.unrouted if rules is None else rules.route(event)

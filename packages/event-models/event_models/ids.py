@@ -1,14 +1,19 @@
-"""Server-assigned event ids: random (version 4) UUIDs, as `uuid.uuid4()` makes them, at half the cost.
+"""Server-assigned event ids: random (version 4) UUIDs, as `uuid.uuid4()` makes them, at a fraction
+of the cost.
 
-`uuid.uuid4()` costs ~2.6 µs (one `os.urandom` call and `UUID.__init__`'s checks in Python), a
-noticeable share of validating an event. Here the randomness is read 4 KiB at a time and the
-UUID is built without re-checking what is already known to be a valid 128-bit version-4 value.
+pydantic calls the id factory once for every event that arrives without an id, so its per-call
+cost is paid per event. `uuid.uuid4()` reads the randomness (one `os.urandom` call) and runs
+`UUID.__init__`'s checks in Python for each id. Here the randomness is read 4 KiB at a time, the
+UUIDs of a read are built together without re-checking what is known to be a valid 128-bit
+version-4 value, and a call takes one from the pool. A forked child empties its copy of the pool
+(`os.register_at_fork`), so it never hands out an id its parent will also hand out.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 
 _IDS_PER_READ = 256
 # Version 4 (bits 76-79 = 0100) and the RFC 4122 variant (bits 62-63 = 10), as uuid.uuid4() sets them.
@@ -17,27 +22,34 @@ _SET = (0x4000 << 64) | (0x8000 << 48)
 
 _new_object = object.__new__
 _set_attribute = object.__setattr__  # UUID forbids attribute assignment; its own __init__ does this
+_UNKNOWN = uuid.SafeUUID.unknown
 
 
-class _RandomIds:
-    __slots__ = ("_pid", "_pool")
-
-    def __init__(self) -> None:
-        self._pool: list[int] = []
-        self._pid = 0
-
-    def __call__(self) -> uuid.UUID:
-        pool = self._pool
-        if not pool or self._pid != os.getpid():  # a forked child must never reuse its parent's ids
-            self._pid = os.getpid()
-            raw = os.urandom(16 * _IDS_PER_READ)
-            pool[:] = [
-                (int.from_bytes(raw[start : start + 16]) & _CLEAR) | _SET for start in range(0, len(raw), 16)
-            ]
+def _random_ids() -> list[uuid.UUID]:
+    raw = os.urandom(16 * _IDS_PER_READ)
+    ids = []
+    for start in range(0, len(raw), 16):
         value = _new_object(uuid.UUID)
-        _set_attribute(value, "int", pool.pop())
-        _set_attribute(value, "is_safe", uuid.SafeUUID.unknown)
-        return value
+        _set_attribute(value, "int", (int.from_bytes(raw[start : start + 16]) & _CLEAR) | _SET)
+        _set_attribute(value, "is_safe", _UNKNOWN)
+        ids.append(value)
+    return ids
 
 
-new_event_id = _RandomIds()
+def _id_factory() -> Callable[[], uuid.UUID]:
+    pool: list[uuid.UUID] = []
+    take = pool.pop
+
+    def new_event_id() -> uuid.UUID:
+        """A new random (version 4) UUID."""
+        try:
+            return take()
+        except IndexError:
+            pool.extend(_random_ids())
+            return take()
+
+    os.register_at_fork(after_in_child=pool.clear)
+    return new_event_id
+
+
+new_event_id = _id_factory()
