@@ -83,7 +83,7 @@ Properties = Annotated[dict[str, JsonValue], AfterValidator(_bounded_json)]
 class _EventIdText:
     """`event_id` as text: computed on first read, then kept in the instance's `__dict__`, where
     later reads find it (a non-data descriptor). `functools.cached_property` does the same but on
-    Python 3.11 takes a lock for each first read, which doubled the cost of an event's first."""
+    Python 3.11 takes a lock for each first read, and every event's id is read."""
 
     @overload
     def __get__(self, instance: None, owner: type) -> Self: ...

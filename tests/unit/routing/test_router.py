@@ -57,6 +57,40 @@ def test_topics_are_deduplicated_and_ordered_by_priority_then_id() -> None:
     assert route.rule_ids == ("c", "a", "b")
 
 
+@pytest.mark.parametrize(
+    ("quality", "time_taken_ms", "rule_ids"),
+    [
+        (5, 10, ("high", "all", "quick")),
+        (5, 9000, ("high", "all")),
+        (1, 10, ("all", "quick")),
+        (1, 9000, ("all",)),
+    ],
+)
+def test_conditions_and_plain_rules_of_a_type_match_in_priority_order(
+    quality: int, time_taken_ms: int, rule_ids: tuple[str, ...]
+) -> None:
+    # Only the conditions are tested for an event; their outcomes pick the cached Route, so the
+    # rules without a condition must keep their place between the conditioned ones.
+    rules = [
+        RoutingRule(id="quick", name="quick", event_types=["attempt"], topics=["quick"], priority=3,
+                    condition=CONDITION.validate_python({"field": "time_taken_ms", "op": "<", "value": 100})),
+        RoutingRule(id="all", name="all", event_types=["attempt"], topics=["all"], priority=2),
+        RoutingRule(id="high", name="high", event_types=["attempt"], topics=["high"], priority=1,
+                    condition=CONDITION.validate_python({"field": "quality", "op": ">=", "value": 4})),
+    ]  # fmt: skip
+    router = Router(rules)
+    event = AttemptEvent.model_validate(attempt(quality=quality, time_taken_ms=time_taken_ms))
+
+    first = router.route(event)
+    assert first.rule_ids == rule_ids
+    assert first.topics == rule_ids
+    assert (
+        router.route(AttemptEvent.model_validate(attempt(quality=quality, time_taken_ms=time_taken_ms)))
+        is first
+    )
+    assert router.route(ActivityEvent.model_validate(activity_event())).unrouted
+
+
 def test_duplicate_rule_ids_are_refused() -> None:
     rule = RoutingRule(id="x", name="x", event_types=["activity"], topics=["t"])
     with pytest.raises(ValueError, match="unique"):
