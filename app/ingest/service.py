@@ -214,17 +214,14 @@ class IngestService:
                 outcomes[position] = _from_stored(stored, None if replay else EventStatus.DUPLICATE)
                 self.metrics.record_duplicate()
         fresh = [position for position, outcome in enumerate(outcomes) if outcome is None]
-        if len(fresh) == len(events):  # no duplicate: the common case, without copying the lists
-            results = await self.publisher.publish_many(
-                events, traceparents=traceparents, spool_only=ack == "spool", routes=routes
-            )
-        else:
-            results = await self.publisher.publish_many(
-                [events[p] for p in fresh],
-                traceparents=[traceparents[p] for p in fresh],
-                spool_only=ack == "spool",
-                routes=[routes[p] for p in fresh],
-            )
+        to_publish = events
+        if len(fresh) < len(events):  # duplicates are not published (the common case copies nothing)
+            to_publish = [events[p] for p in fresh]
+            traceparents = [traceparents[p] for p in fresh]
+            routes = [routes[p] for p in fresh]
+        results = await self.publisher.publish_many(
+            to_publish, traceparents=traceparents, spool_only=ack == "spool", routes=routes
+        )
         completed: dict[str, StoredResult] = {}
         released: list[str] = []
         for position, result in zip(fresh, results, strict=True):

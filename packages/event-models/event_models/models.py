@@ -85,6 +85,9 @@ class _EventIdText:
     later reads find it (a non-data descriptor). `functools.cached_property` does the same but on
     Python 3.11 takes a lock for each first read, and every event's id is read."""
 
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name  # the `__dict__` entry that shadows this descriptor once computed
+
     @overload
     def __get__(self, instance: None, owner: type) -> Self: ...
     @overload
@@ -93,7 +96,7 @@ class _EventIdText:
         if instance is None:
             return self
         text: str = str(instance.event_id)
-        instance.__dict__["event_id_text"] = text
+        instance.__dict__[self._name] = text
         return text
 
 
