@@ -4,8 +4,11 @@ Two configurations of the service, both with WORKERS=2 and authentication on:
 - `defaults`: the embedded defaults (SQLite spool, `IDEMPOTENCY_STORE=auto`, i.e. the host store);
 - `shipped`: what docker-compose.yml and the Kubernetes ConfigMap set: `IDEMPOTENCY_STORE=database`
   with spool and keys on PostgreSQL (started here with its default, durable settings), JSON logs.
-Each round starts each configuration and the bare FastAPI endpoint (the HTTP stack's ceiling, same
-worker count) afresh and measures single events and batches of 100 at several connection counts;
+Each round starts each configuration, the bare FastAPI endpoint (the HTTP stack's ceiling, same
+worker count) and the design's floors (`bench/floor_app.py`: HTTP, JSON and the Kafka client with
+the service's records and producer settings, and nothing else; `floor-pydantic` also validates and
+serializes with the service's event models) afresh and measures single events and batches of 100
+at several connection counts;
 figures are the medians over the rounds of one run (the machine is noisy: only figures of one run
 compare). After the rounds, the broker's own round trip at the latency target's concurrency (raw
 confluent-kafka, `bench/raw_latency.py`), printed beside that target. Then a soak: the embedded
@@ -55,13 +58,16 @@ SINGLE_P99_TARGET_MS = 20.0
 LATENCY_CONNECTIONS = 32  # the single-event latency target's concurrency
 RSS_TARGET_MB = 300.0
 SHIPPED = {"IDEMPOTENCY_STORE": "database", "LOG_FORMAT": "json", "ENVIRONMENT": "prod"}
+# The design's floors (bench/floor_app.py), by the validation each does: references, not targets.
+FLOORS = {"floor": "none", "floor-pydantic": "pydantic"}
+REFERENCES = {"bare", *FLOORS}
 
 
 @dataclass
 class Point:
     """One measurement of one round."""
 
-    config: str  # defaults | shipped | bare
+    config: str  # defaults | shipped | bare | floor | floor-pydantic | a variant
     mode: str  # single | batch
     connections: int
     round: int
@@ -96,7 +102,7 @@ def _sweep(
     for mode, counts in modes.items():
         for connections in counts:
             print(f"… round {round_number + 1} {config} {mode} @{connections}", file=sys.stderr)
-            target = "bare" if config == "bare" else "service"
+            target = "bare" if config in REFERENCES else "service"  # (a reference counts no refusals)
             name = f"{config} {mode} @{connections}"
             result = _measure(name, target, pid, port, mode, options, workdir, connections=connections)
             points.append(_point(config, round_number, result))
@@ -152,6 +158,16 @@ def measure_rounds(options: argparse.Namespace, workdir: Path, shipped_database:
                         points += _sweep(
                             config, round_number, pid, port, options, workdir, {"single": modes["single"]}
                         )
+                    continue
+                if config in FLOORS:
+                    port = free_port()
+                    floor_env = {**os.environ, "PYTHONPATH": str(ROOT), "KAFKA_BROKERS": broker.bootstrap,
+                                 "FLOOR_VALIDATION": FLOORS[config]}  # fmt: skip
+                    floor = [PYTHON, "-m", "uvicorn", "bench.floor_app:app", "--port", str(port),
+                             "--workers", str(WORKERS), "--log-level", "warning", "--no-access-log"]  # fmt: skip
+                    with _process(floor, floor_env, port, workdir / f"{config}.log", "/healthz") as pid:
+                        _wrk(port, "/v1/events/attempts", "single", 1, options.settle, 4, 0, workdir)
+                        points += _sweep(config, round_number, pid, port, options, workdir, modes)
                     continue
                 if config == "shipped":
                     database, settings = shipped_database, {**broker_settings(options), **SHIPPED}
@@ -245,7 +261,7 @@ def verdicts(
     rows: list[tuple[str, str, str, bool]] = []
     counts = options.single_connections or [0]  # a run of batches only measures no single events
     low, high = min(counts), max(counts)
-    for config in (c for c in options.configs if c != "bare"):
+    for config in (c for c in options.configs if c not in REFERENCES):
         batch = table.get((config, "batch", 32))
         if batch:
             reached = f"{batch['events_per_s']:,.0f} events/s"
@@ -291,6 +307,19 @@ def print_report(
     print()
     for target, config, reached, met in rows:
         print(f"{target:48} {config:20} {reached:42} {'met' if met else 'NOT met'}")
+    for floor in (config for config in FLOORS if config in options.configs):
+        reference = table.get((floor, "batch", 32))
+        if reference is None:
+            continue
+        shares = [
+            f"{config} {table[(config, 'batch', 32)]['events_per_s'] / max(1.0, reference['events_per_s']):.2f}"
+            for config in options.configs
+            if config not in REFERENCES and (config, "batch", 32) in table
+        ]
+        reached = f"{reference['events_per_s']:,.0f} events/s"
+        print(
+            f"{'  batches, 32 conns, the design floor':48} {floor:20} {reached:42} (share: {', '.join(shares)})"
+        )
     raw = getattr(options, "raw_latency", None)
     if raw:
         reached = f"p50 {raw['p50_ms']:.1f} / p99 {raw['p99_ms']:.1f} ms"
@@ -313,7 +342,10 @@ def plot(
 
     figure, grid = plt.subplots(2, 2, figsize=(11, 8.5))
     axes = list(grid.flat)
-    styles = {"defaults": "tab:blue", "shipped": "tab:orange", "bare": "tab:gray"}
+    styles = {
+        "defaults": "tab:blue", "shipped": "tab:orange", "bare": "tab:gray",
+        "floor": "black", "floor-pydantic": "tab:olive",
+    }  # fmt: skip
     for name, color in zip(
         options.variants, ["tab:green", "tab:purple", "tab:brown", "tab:pink"], strict=False
     ):
@@ -378,7 +410,10 @@ def main() -> None:
     parser.add_argument("--single-connections", type=_counts, default=_counts("8,32,128,256"))
     parser.add_argument("--batch-connections", type=_counts, default=_counts("8,32,128"))
     parser.add_argument(
-        "--configs", type=lambda text: text.split(","), default=["defaults", "shipped", "bare"]
+        "--configs",
+        type=lambda text: text.split(","),
+        default=["defaults", "shipped", "bare", *FLOORS],
+        help="which of defaults, shipped, bare, floor and floor-pydantic to measure (variants come on top)",
     )
     parser.add_argument("--soak", type=float, default=float(os.environ.get("BENCH_SOAK", 300)),
                         help="seconds of the memory soak (0 skips it)")  # fmt: skip
