@@ -127,9 +127,10 @@ clean:
 # The load generator of bench, profile and bench-compare: Debian's wrk, installed when missing.
 NEED_WRK = @command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || (echo "install wrk" && false)
 
-## bench: the speed targets (defaults and shipped settings, medians of rounds, a plot), then the
-## service vs bare FastAPI vs raw confluent-kafka survey, then taking events while Kafka is down, then
-## the console's pages with thousands of rows, then the learning analytics under the batch load;
+## bench: the speed targets (defaults and shipped settings against bare FastAPI and the design's
+## floors, medians of rounds, a plot), then the service vs bare FastAPI vs raw confluent-kafka survey,
+## then taking events while Kafka is down, then the console's pages with thousands of rows, then the
+## learning analytics under the batch load;
 ## printed and written to bench/results/ (WORKERS=n, BENCH_TARGETS_ARGS="--rounds 3 --soak 300")
 bench: install analytics-install postgres
 	$(NEED_WRK)
