@@ -96,9 +96,12 @@ class FloorApp:
                 return
 
     def _start(self) -> None:
-        settings = load_settings(_env_file=None, kafka_brokers=os.environ["KAFKA_BROKERS"])
+        settings = load_settings(_env_file=None)  # KAFKA_BROKERS and the other KAFKA_* settings
         admin = AdminClient({"bootstrap.servers": settings.kafka_brokers})
-        topics = [NewTopic(name, settings.kafka_topic_partitions, 1) for name in (TOPIC, TRAINING_TOPIC)]
+        topics = [
+            NewTopic(name, settings.kafka_topic_partitions, settings.kafka_topic_replication_factor)
+            for name in (TOPIC, TRAINING_TOPIC)
+        ]
         for future in admin.create_topics(topics).values():
             try:
                 future.result(timeout=30)

@@ -161,8 +161,12 @@ def measure_rounds(options: argparse.Namespace, workdir: Path, shipped_database:
                     continue
                 if config in FLOORS:
                     port = free_port()
-                    floor_env = {**os.environ, "PYTHONPATH": str(ROOT), "KAFKA_BROKERS": broker.bootstrap,
-                                 "FLOOR_VALIDATION": FLOORS[config]}  # fmt: skip
+                    # As the service's: no KAFKA_* setting of the caller's, the broker's own settings.
+                    floor_env = {
+                        key: value for key, value in os.environ.items() if not key.startswith("KAFKA_")
+                    }
+                    floor_env.update(broker_settings(options), PYTHONPATH=str(ROOT), KAFKA_BROKERS=broker.bootstrap,
+                                     FLOOR_VALIDATION=FLOORS[config])  # fmt: skip
                     floor = [PYTHON, "-m", "uvicorn", "bench.floor_app:app", "--port", str(port),
                              "--workers", str(WORKERS), "--log-level", "warning", "--no-access-log"]  # fmt: skip
                     with _process(floor, floor_env, port, workdir / f"{config}.log", "/healthz") as pid:
