@@ -167,6 +167,13 @@ def _process(
 # --- load ------------------------------------------------------------------------------------
 
 
+def uvicorn_command(app: str, port: int, workers: int) -> list[str]:
+    """uvicorn serving a reference app (the bare endpoint, the design's floors) as the service is
+    served: as many workers, no access log."""
+    return [PYTHON, "-m", "uvicorn", app, "--port", str(port), "--workers", str(workers),
+            "--log-level", "warning", "--no-access-log"]  # fmt: skip
+
+
 def _wrk(
     port: int,
     path: str,
@@ -378,8 +385,7 @@ def run(options: argparse.Namespace) -> list[Result]:
                     )  # fmt: skip
         port = free_port()
         bare_env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        bare = [PYTHON, "-m", "uvicorn", "bench.bare_app:app", "--port", str(port), "--workers", str(options.workers),
-                "--log-level", "warning", "--no-access-log"]  # fmt: skip
+        bare = uvicorn_command("bench.bare_app:app", port, options.workers)
         with _process(bare, bare_env, port, workdir / "bare.log", "/openapi.json") as pid:
             for mode in ("single", "batch"):
                 print(f"… bare FastAPI {mode}", file=sys.stderr)

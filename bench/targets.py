@@ -46,7 +46,16 @@ sys.path.insert(0, str(ROOT))
 from app.database import migrations  # noqa: E402
 from app.devbroker import DevBroker, free_port  # noqa: E402
 from bench.postgres import ingest_database  # noqa: E402
-from bench.run import PYTHON, Result, _measure, _process, _rss_mb, _service_env, _wrk  # noqa: E402
+from bench.run import (  # noqa: E402
+    PYTHON,
+    Result,
+    _measure,
+    _process,
+    _rss_mb,
+    _service_env,
+    _wrk,
+    uvicorn_command,
+)
 from tests.services.apache_kafka import KafkaCluster  # noqa: E402
 from tests.services.brokers import Broker  # noqa: E402
 
@@ -152,8 +161,7 @@ def measure_rounds(options: argparse.Namespace, workdir: Path, shipped_database:
                 if config == "bare":
                     port = free_port()
                     bare_env = {**os.environ, "PYTHONPATH": str(ROOT)}
-                    bare = [PYTHON, "-m", "uvicorn", "bench.bare_app:app", "--port", str(port),
-                            "--workers", str(WORKERS), "--log-level", "warning", "--no-access-log"]  # fmt: skip
+                    bare = uvicorn_command("bench.bare_app:app", port, WORKERS)
                     with _process(bare, bare_env, port, workdir / "bare.log", "/openapi.json") as pid:
                         points += _sweep(
                             config, round_number, pid, port, options, workdir, {"single": modes["single"]}
@@ -167,8 +175,7 @@ def measure_rounds(options: argparse.Namespace, workdir: Path, shipped_database:
                     }
                     floor_env.update(broker_settings(options), PYTHONPATH=str(ROOT), KAFKA_BROKERS=broker.bootstrap,
                                      FLOOR_VALIDATION=FLOORS[config])  # fmt: skip
-                    floor = [PYTHON, "-m", "uvicorn", "bench.floor_app:app", "--port", str(port),
-                             "--workers", str(WORKERS), "--log-level", "warning", "--no-access-log"]  # fmt: skip
+                    floor = uvicorn_command("bench.floor_app:app", port, WORKERS)
                     with _process(floor, floor_env, port, workdir / f"{config}.log", "/healthz") as pid:
                         _wrk(port, "/v1/events/attempts", "single", 1, options.settle, 4, 0, workdir)
                         points += _sweep(config, round_number, pid, port, options, workdir, modes)
