@@ -32,6 +32,7 @@ from typing import Any
 import uvicorn
 
 from app.devbroker import port_open
+from app.http_protocol import HTTP_PROTOCOL
 
 logger = logging.getLogger("app.serving")
 
@@ -56,7 +57,12 @@ def serve(
     `stop_timeout`: seconds a worker gets to drain and stop after SIGTERM before it is killed.
     `reload` (development, one worker): uvicorn restarts the app when a file of the package changes.
     """
-    options: dict[str, Any] = {"factory": True, "log_config": None, "access_log": False}
+    options: dict[str, Any] = {
+        "factory": True,
+        "log_config": None,
+        "access_log": False,
+        "http": HTTP_PROTOCOL,  # each answer in one write (see app.http_protocol)
+    }
     if reload:
         package = str(Path(__file__).resolve().parent)
         uvicorn.run(APP, host=host, port=port, reload=True, reload_dirs=[package], **options)
