@@ -167,11 +167,12 @@ def _process(
 # --- load ------------------------------------------------------------------------------------
 
 
-def uvicorn_command(app: str, port: int, workers: int) -> list[str]:
-    """uvicorn serving a reference app (the bare endpoint, the design's floors) as the service is
-    served: as many workers, no access log."""
+def uvicorn_command(app: str, port: int, workers: int, http: str = "auto") -> list[str]:
+    """uvicorn serving a reference app (the bare endpoint, the design's floors): as many workers as
+    the service, no access log, uvicorn's own HTTP protocol unless `http` names another (the
+    service's is `app.http_protocol.HTTP_PROTOCOL`)."""
     return [PYTHON, "-m", "uvicorn", app, "--port", str(port), "--workers", str(workers),
-            "--log-level", "warning", "--no-access-log"]  # fmt: skip
+            "--log-level", "warning", "--no-access-log", "--http", http]  # fmt: skip
 
 
 def _wrk(

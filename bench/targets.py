@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.database import migrations  # noqa: E402
 from app.devbroker import DevBroker, free_port  # noqa: E402
+from app.http_protocol import HTTP_PROTOCOL  # noqa: E402
 from bench.postgres import ingest_database  # noqa: E402
 from bench.run import (  # noqa: E402
     PYTHON,
@@ -69,14 +70,18 @@ RSS_TARGET_MB = 300.0
 SHIPPED = {"IDEMPOTENCY_STORE": "database", "LOG_FORMAT": "json", "ENVIRONMENT": "prod"}
 # The design's floors (bench/floor_app.py), by the validation each does: references, not targets.
 FLOORS = {"floor": "none", "floor-pydantic": "pydantic"}
-REFERENCES = {"bare", *FLOORS}
+# The bare endpoint on uvicorn as it ships (the target's reference), and on the service's own HTTP
+# protocol, which sends each answer in one write (app/http_protocol.py): how much of the service's
+# share of bare is that protocol's.
+BARE = {"bare": "auto", "bare-one-write": HTTP_PROTOCOL}
+REFERENCES = {*BARE, *FLOORS}
 
 
 @dataclass
 class Point:
     """One measurement of one round."""
 
-    config: str  # defaults | shipped | bare | floor | floor-pydantic | a variant
+    config: str  # defaults | shipped | bare | bare-one-write | floor | floor-pydantic | a variant
     mode: str  # single | batch
     connections: int
     round: int
@@ -158,11 +163,11 @@ def measure_rounds(options: argparse.Namespace, workdir: Path, shipped_database:
         options.broker_pid = broker.pid
         for round_number in range(options.rounds):
             for config in options.configs:
-                if config == "bare":
+                if config in BARE:
                     port = free_port()
                     bare_env = {**os.environ, "PYTHONPATH": str(ROOT)}
-                    bare = uvicorn_command("bench.bare_app:app", port, WORKERS)
-                    with _process(bare, bare_env, port, workdir / "bare.log", "/openapi.json") as pid:
+                    bare = uvicorn_command("bench.bare_app:app", port, WORKERS, BARE[config])
+                    with _process(bare, bare_env, port, workdir / f"{config}.log", "/openapi.json") as pid:
                         points += _sweep(
                             config, round_number, pid, port, options, workdir, {"single": modes["single"]}
                         )
@@ -175,7 +180,7 @@ def measure_rounds(options: argparse.Namespace, workdir: Path, shipped_database:
                     }
                     floor_env.update(broker_settings(options), PYTHONPATH=str(ROOT), KAFKA_BROKERS=broker.bootstrap,
                                      FLOOR_VALIDATION=FLOORS[config])  # fmt: skip
-                    floor = uvicorn_command("bench.floor_app:app", port, WORKERS)
+                    floor = uvicorn_command("bench.floor_app:app", port, WORKERS, HTTP_PROTOCOL)  # as served
                     with _process(floor, floor_env, port, workdir / f"{config}.log", "/healthz") as pid:
                         _wrk(port, "/v1/events/attempts", "single", 1, options.settle, 4, 0, workdir)
                         points += _sweep(config, round_number, pid, port, options, workdir, modes)
@@ -318,6 +323,17 @@ def print_report(
     print()
     for target, config, reached, met in rows:
         print(f"{target:48} {config:20} {reached:42} {'met' if met else 'NOT met'}")
+    high = max(options.single_connections or [0])
+    one_write = table.get(("bare-one-write", "single", high))
+    if one_write:
+        shares = [
+            f"{config} {table[(config, 'single', high)]['requests_per_s'] / max(1.0, one_write['requests_per_s']):.2f}"
+            for config in options.configs
+            if config not in REFERENCES and (config, "single", high) in table
+        ]
+        reached = f"{one_write['requests_per_s']:,.0f} req/s"
+        print(f"{f'  single, {high} conns, bare on one write':48} {'bare-one-write':20} {reached:42} "
+              f"(share: {', '.join(shares)})")  # fmt: skip
     for floor in (config for config in FLOORS if config in options.configs):
         reference = table.get((floor, "batch", 32))
         if reference is None:
@@ -354,7 +370,7 @@ def plot(
     figure, grid = plt.subplots(2, 2, figsize=(11, 8.5))
     axes = list(grid.flat)
     styles = {
-        "defaults": "tab:blue", "shipped": "tab:orange", "bare": "tab:gray",
+        "defaults": "tab:blue", "shipped": "tab:orange", "bare": "tab:gray", "bare-one-write": "tab:cyan",
         "floor": "black", "floor-pydantic": "tab:olive",
     }  # fmt: skip
     for name, color in zip(
@@ -423,8 +439,9 @@ def main() -> None:
     parser.add_argument(
         "--configs",
         type=lambda text: text.split(","),
-        default=["defaults", "shipped", "bare", *FLOORS],
-        help="which of defaults, shipped, bare, floor and floor-pydantic to measure (variants come on top)",
+        default=["defaults", "shipped", *BARE, *FLOORS],
+        help="which of defaults, shipped, bare, bare-one-write, floor and floor-pydantic to measure "
+        "(variants come on top)",
     )
     parser.add_argument("--soak", type=float, default=float(os.environ.get("BENCH_SOAK", 300)),
                         help="seconds of the memory soak (0 skips it)")  # fmt: skip
