@@ -61,7 +61,7 @@ def serve(
         "factory": True,
         "log_config": None,
         "access_log": False,
-        "http": HTTP_PROTOCOL,  # each answer in one write (see app.http_protocol)
+        "http": HTTP_PROTOCOL,  # a loop turn's answers sent together, each in one write
     }
     if reload:
         package = str(Path(__file__).resolve().parent)

@@ -71,8 +71,8 @@ SHIPPED = {"IDEMPOTENCY_STORE": "database", "LOG_FORMAT": "json", "ENVIRONMENT":
 # The design's floors (bench/floor_app.py), by the validation each does: references, not targets.
 FLOORS = {"floor": "none", "floor-pydantic": "pydantic"}
 # The bare endpoint on uvicorn as it ships (the target's reference), and on the service's own HTTP
-# protocol, which sends each answer in one write (app/http_protocol.py): how much of the service's
-# share of bare is that protocol's.
+# protocol, which sends a loop turn's answers together, each in one write (app/http_protocol.py):
+# how much of the service's share of bare is that protocol's.
 BARE = {"bare": "auto", "bare-one-write": HTTP_PROTOCOL}
 REFERENCES = {*BARE, *FLOORS}
 
