@@ -7,8 +7,9 @@ work (on loopback a send also runs the receiving side's network stack and wakes 
 cores the service shares with it). Here a connection's writes of one turn are joined and sent by
 a callback of the next turn, after every callback ready in this one has run: every answer of this
 service (its two messages are sent without waiting between them) goes out in one write, and the
-answers of a turn go out together after its work. Measured (README "Performance"): sending at the end of the turn is what gains;
-joining head and body at once, as soon as the body comes, gained little.
+answers of a turn go out together after its work. Measured (README "Performance"): sending at the
+end of the turn is what gains; joining head and body at once, as soon as the body comes, gained
+little.
 """
 
 from __future__ import annotations

@@ -304,6 +304,19 @@ def verdicts(
     return rows
 
 
+def _shares(
+    table: dict[Key, dict[str, float]], options: argparse.Namespace, reference: Key, figure: str
+) -> list[str]:
+    """Each measured configuration of the service's `figure` as a share of a reference's, at the
+    reference's mode and connections: "defaults 0.55"."""
+    _, mode, connections = reference
+    return [
+        f"{config} {table[(config, mode, connections)][figure] / max(1.0, table[reference][figure]):.2f}"
+        for config in options.configs
+        if config not in REFERENCES and (config, mode, connections) in table
+    ]
+
+
 def print_report(
     table: dict[Key, dict[str, float]], rows: list[tuple[str, str, str, bool]], options: argparse.Namespace
 ) -> None:
@@ -326,11 +339,7 @@ def print_report(
     high = max(options.single_connections or [0])
     one_write = table.get(("bare-one-write", "single", high))
     if one_write:
-        shares = [
-            f"{config} {table[(config, 'single', high)]['requests_per_s'] / max(1.0, one_write['requests_per_s']):.2f}"
-            for config in options.configs
-            if config not in REFERENCES and (config, "single", high) in table
-        ]
+        shares = _shares(table, options, ("bare-one-write", "single", high), "requests_per_s")
         reached = f"{one_write['requests_per_s']:,.0f} req/s"
         print(f"{f'  single, {high} conns, bare on one write':48} {'bare-one-write':20} {reached:42} "
               f"(share: {', '.join(shares)})")  # fmt: skip
@@ -338,11 +347,7 @@ def print_report(
         reference = table.get((floor, "batch", 32))
         if reference is None:
             continue
-        shares = [
-            f"{config} {table[(config, 'batch', 32)]['events_per_s'] / max(1.0, reference['events_per_s']):.2f}"
-            for config in options.configs
-            if config not in REFERENCES and (config, "batch", 32) in table
-        ]
+        shares = _shares(table, options, (floor, "batch", 32), "events_per_s")
         reached = f"{reference['events_per_s']:,.0f} events/s"
         print(
             f"{'  batches, 32 conns, the design floor':48} {floor:20} {reached:42} (share: {', '.join(shares)})"
