@@ -6,7 +6,8 @@ its key and the service's four headers (a second record to a second topic for an
 quality >= 4, as the service's default rules do), and answers 202 with each event's id once
 librdkafka has acknowledged every record of the request (one future a request, reports on a poll
 thread), with the service's producer settings (acks=all, idempotence, snappy, linger.ms; no eager
-sends, so a record at a quiet moment waits out linger.ms). No FastAPI, authentication, routing,
+sends, so a record at a quiet moment waits out linger.ms; with KAFKA_PRODUCER_BATCH_TIMEOUT=0ms,
+as `make bench`'s `floor-at-once`, every record goes at once). No FastAPI, authentication, routing,
 idempotency, time window, metrics or logging: what is left is HTTP, JSON and the Kafka client, so
 the ratio of the service's events/s to these says what the service's own code costs, and these
 alone say how far the libraries go on this machine.

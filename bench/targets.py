@@ -7,8 +7,9 @@ Two configurations of the service, both with WORKERS=2 and authentication on:
 Each round starts each configuration, the bare FastAPI endpoint (the HTTP stack's ceiling, same
 worker count) and the design's floors (`bench/floor_app.py`: HTTP, JSON and the Kafka client with
 the service's records and producer settings, and nothing else; `floor-pydantic` also validates and
-serializes with the service's event models) afresh and measures single events and batches of 100
-at several connection counts;
+serializes with the service's event models; `floor-at-once`, single events only, sends each
+request's records at once, `linger.ms` 0: the least latency this design has here) afresh and
+measures single events and batches of 100 at several connection counts;
 figures are the medians over the rounds of one run (the machine is noisy: only figures of one run
 compare). After the rounds, the broker's own round trip at the latency target's concurrency (raw
 confluent-kafka, `bench/raw_latency.py`), printed beside that target. Then a soak: the embedded
@@ -68,8 +69,17 @@ SINGLE_P99_TARGET_MS = 20.0
 LATENCY_CONNECTIONS = 32  # the single-event latency target's concurrency
 RSS_TARGET_MB = 300.0
 SHIPPED = {"IDEMPOTENCY_STORE": "database", "LOG_FORMAT": "json", "ENVIRONMENT": "prod"}
-# The design's floors (bench/floor_app.py), by the validation each does: references, not targets.
-FLOORS = {"floor": "none", "floor-pydantic": "pydantic"}
+# The design's floors (bench/floor_app.py), by the validation each does and the producer settings
+# that differ from the service's: references, not targets. `floor-at-once` sends each request's
+# records at once (linger.ms 0): the least latency a single event of this design has here, next to
+# the broker's own round trip.
+FLOORS: dict[str, tuple[str, dict[str, str]]] = {
+    "floor": ("none", {}),
+    "floor-pydantic": ("pydantic", {}),
+    "floor-at-once": ("none", {"KAFKA_PRODUCER_BATCH_TIMEOUT": "0ms"}),
+}
+# The references measured with single events only.
+SINGLE_ONLY = {"bare", "bare-one-write", "floor-at-once"}
 # The bare endpoint on uvicorn as it ships (the target's reference), and on the service's own HTTP
 # protocol, which sends a loop turn's answers together, each in one write (app/http_protocol.py):
 # how much of the service's share of bare is that protocol's.
@@ -81,7 +91,7 @@ REFERENCES = {*BARE, *FLOORS}
 class Point:
     """One measurement of one round."""
 
-    config: str  # defaults | shipped | bare | bare-one-write | floor | floor-pydantic | a variant
+    config: str  # defaults | shipped | a variant | a reference (BARE, FLOORS)
     mode: str  # single | batch
     connections: int
     round: int
@@ -178,12 +188,14 @@ def measure_rounds(options: argparse.Namespace, workdir: Path, shipped_database:
                     floor_env = {
                         key: value for key, value in os.environ.items() if not key.startswith("KAFKA_")
                     }
+                    validation, producer_settings = FLOORS[config]
                     floor_env.update(broker_settings(options), PYTHONPATH=str(ROOT), KAFKA_BROKERS=broker.bootstrap,
-                                     FLOOR_VALIDATION=FLOORS[config])  # fmt: skip
+                                     FLOOR_VALIDATION=validation, **producer_settings)  # fmt: skip
                     floor = uvicorn_command("bench.floor_app:app", port, WORKERS, HTTP_PROTOCOL)  # as served
+                    floor_modes = {"single": modes["single"]} if config in SINGLE_ONLY else modes
                     with _process(floor, floor_env, port, workdir / f"{config}.log", "/healthz") as pid:
                         _wrk(port, "/v1/events/attempts", "single", 1, options.settle, 4, 0, workdir)
-                        points += _sweep(config, round_number, pid, port, options, workdir, modes)
+                        points += _sweep(config, round_number, pid, port, options, workdir, floor_modes)
                     continue
                 if config == "shipped":
                     database, settings = shipped_database, {**broker_settings(options), **SHIPPED}
@@ -343,7 +355,12 @@ def print_report(
         reached = f"{one_write['requests_per_s']:,.0f} req/s"
         print(f"{f'  single, {high} conns, bare on one write':48} {'bare-one-write':20} {reached:42} "
               f"(share: {', '.join(shares)})")  # fmt: skip
-    for floor in (config for config in FLOORS if config in options.configs):
+    at_once = table.get(("floor-at-once", "single", LATENCY_CONNECTIONS))
+    if at_once:
+        reached = f"p50 {at_once['p50_ms']:.1f} / p99 {at_once['p99_ms']:.1f} ms"
+        print(f"{f'  single, {LATENCY_CONNECTIONS} conns, the floor sent at once':48} {'floor-at-once':20} "
+              f"{reached:42} ({at_once['requests_per_s']:,.0f} req/s)")  # fmt: skip
+    for floor in (config for config in FLOORS if config in options.configs and config not in SINGLE_ONLY):
         reference = table.get((floor, "batch", 32))
         if reference is None:
             continue
@@ -376,7 +393,7 @@ def plot(
     axes = list(grid.flat)
     styles = {
         "defaults": "tab:blue", "shipped": "tab:orange", "bare": "tab:gray", "bare-one-write": "tab:cyan",
-        "floor": "black", "floor-pydantic": "tab:olive",
+        "floor": "black", "floor-pydantic": "tab:olive", "floor-at-once": "tab:red",
     }  # fmt: skip
     for name, color in zip(
         options.variants, ["tab:green", "tab:purple", "tab:brown", "tab:pink"], strict=False
@@ -445,7 +462,8 @@ def main() -> None:
         "--configs",
         type=lambda text: text.split(","),
         default=["defaults", "shipped", *BARE, *FLOORS],
-        help="which of defaults, shipped, bare, bare-one-write, floor and floor-pydantic to measure "
+        help="which of defaults, shipped, bare, bare-one-write, floor, floor-pydantic and floor-at-once "
+        "to measure "
         "(variants come on top)",
     )
     parser.add_argument("--soak", type=float, default=float(os.environ.get("BENCH_SOAK", 300)),
