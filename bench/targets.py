@@ -173,14 +173,13 @@ def measure_rounds(options: argparse.Namespace, workdir: Path, shipped_database:
         options.broker_pid = broker.pid
         for round_number in range(options.rounds):
             for config in options.configs:
+                config_modes = {"single": modes["single"]} if config in SINGLE_ONLY else modes
                 if config in BARE:
                     port = free_port()
                     bare_env = {**os.environ, "PYTHONPATH": str(ROOT)}
                     bare = uvicorn_command("bench.bare_app:app", port, WORKERS, BARE[config])
                     with _process(bare, bare_env, port, workdir / f"{config}.log", "/openapi.json") as pid:
-                        points += _sweep(
-                            config, round_number, pid, port, options, workdir, {"single": modes["single"]}
-                        )
+                        points += _sweep(config, round_number, pid, port, options, workdir, config_modes)
                     continue
                 if config in FLOORS:
                     port = free_port()
@@ -192,10 +191,9 @@ def measure_rounds(options: argparse.Namespace, workdir: Path, shipped_database:
                     floor_env.update(broker_settings(options), PYTHONPATH=str(ROOT), KAFKA_BROKERS=broker.bootstrap,
                                      FLOOR_VALIDATION=validation, **producer_settings)  # fmt: skip
                     floor = uvicorn_command("bench.floor_app:app", port, WORKERS, HTTP_PROTOCOL)  # as served
-                    floor_modes = {"single": modes["single"]} if config in SINGLE_ONLY else modes
                     with _process(floor, floor_env, port, workdir / f"{config}.log", "/healthz") as pid:
                         _wrk(port, "/v1/events/attempts", "single", 1, options.settle, 4, 0, workdir)
-                        points += _sweep(config, round_number, pid, port, options, workdir, floor_modes)
+                        points += _sweep(config, round_number, pid, port, options, workdir, config_modes)
                     continue
                 if config == "shipped":
                     database, settings = shipped_database, {**broker_settings(options), **SHIPPED}
@@ -360,7 +358,7 @@ def print_report(
         reached = f"p50 {at_once['p50_ms']:.1f} / p99 {at_once['p99_ms']:.1f} ms"
         print(f"{f'  single, {LATENCY_CONNECTIONS} conns, the floor sent at once':48} {'floor-at-once':20} "
               f"{reached:42} ({at_once['requests_per_s']:,.0f} req/s)")  # fmt: skip
-    for floor in (config for config in FLOORS if config in options.configs and config not in SINGLE_ONLY):
+    for floor in (config for config in FLOORS if config in options.configs):
         reference = table.get((floor, "batch", 32))
         if reference is None:
             continue
@@ -463,8 +461,7 @@ def main() -> None:
         type=lambda text: text.split(","),
         default=["defaults", "shipped", *BARE, *FLOORS],
         help="which of defaults, shipped, bare, bare-one-write, floor, floor-pydantic and floor-at-once "
-        "to measure "
-        "(variants come on top)",
+        "to measure (variants come on top)",
     )
     parser.add_argument("--soak", type=float, default=float(os.environ.get("BENCH_SOAK", 300)),
                         help="seconds of the memory soak (0 skips it)")  # fmt: skip
